@@ -1,0 +1,50 @@
+/* tensor-private.h — the body of RpcTensor, for tensor.c, autograd and tests.
+ *
+ * Everyone else goes through core/tensor.h.  Layout of one tensor: a single
+ * g_malloc block holding this header, padded to TENSOR_HEADER_SIZE, then
+ * numel elements of float (RPC_DTYPE_FLOAT32) or double (RPC_DTYPE_FLOAT64)
+ * in row-major order; `data` points at them.
+ *
+ * Invariants:
+ *   - 0 <= ndim <= RPC_TENSOR_MAX_DIMS; shape[i] >= 0 for i < ndim and
+ *     shape[i] == 0 for i >= ndim (so shapes compare with memcmp);
+ *   - numel == product of shape[0..ndim) (1 for a 0-d tensor);
+ *   - numel * element size <= RPC_TENSOR_MAX_BYTES (1 GiB), so the byte count
+ *     and every flat index fit comfortably in gint64 and gsize;
+ *   - the elements are immutable once the tensor is shared (refcount > 1).
+ */
+#ifndef RPC_TENSOR_PRIVATE_H
+#define RPC_TENSOR_PRIVATE_H
+
+#include <glib.h>
+
+#include "core/tensor.h"
+
+G_BEGIN_DECLS
+
+/* Largest storage one tensor may have, in bytes (rpc_tensor_new_checked). */
+#define RPC_TENSOR_MAX_BYTES ((gint64)1 << 30)
+
+struct RpcTensor {
+    gatomicrefcount ref;
+    RpcDType dtype;
+    guint ndim;
+    gint64 numel;
+    gint64 shape[RPC_TENSOR_MAX_DIMS]; /* entries past ndim are 0 */
+    /* Reserved for autograd metadata added later (requires_grad, grad_fn,
+     * .grad …); NULL until then.  If set, autograd_free (when non-NULL) is
+     * called on it when the last reference goes. */
+    gpointer autograd;
+    GDestroyNotify autograd_free;
+    gpointer data; /* numel floats or doubles, in this same allocation */
+};
+
+/* Like rpc_tensor_repr(), with extra PyTorch-style suffixes appended after
+ * the dtype one, e.g. "requires_grad=True" or "grad_fn=<AddBackward0>";
+ * suffixes is NULL-terminated and may be NULL.  Long suffixes wrap onto
+ * their own line as PyTorch's _add_suffixes does (transfer full). */
+char *rpc_tensor_repr_with_suffixes(const RpcTensor *t, const char *const *suffixes);
+
+G_END_DECLS
+
+#endif /* RPC_TENSOR_PRIVATE_H */

@@ -1,0 +1,718 @@
+/* value.c — refcounted immutable values.
+ *
+ * Invariant: a value reachable from more than one reference is never
+ * modified; list_append/dict_set assert the caller holds the only one.
+ * None, True and False are static singletons whose refcount is ignored.
+ */
+#include "core/value.h"
+
+#include <math.h>
+#include <string.h>
+
+#include "core/future.h"
+#include "core/tensor.h"
+
+typedef struct {
+    char *key;
+    RpcValue *value;
+} DictEntry;
+
+struct RpcValue {
+    gint refcount; /* < 0: static singleton */
+    RpcValueType type;
+    union {
+        gboolean b;
+        gint64 i;
+        double d;
+        struct {
+            char *s; /* string, or bytes (with len) */
+            gsize len;
+        } str;
+        GPtrArray *list; /* of RpcValue* */
+        GArray *dict;    /* of DictEntry, insertion order */
+        RpcTensor *tensor;
+        struct {
+            char *name;
+            gint id;
+        } worker;
+        struct {
+            RpcErrorKind kind;
+            char *kind_name;
+            char *message;
+        } error;
+        RpcFuture *future;
+        struct {
+            const RpcOpaqueType *type;
+            gpointer obj;
+        } opaque;
+    } u;
+};
+
+static RpcValue none_value = {-1, RPC_VALUE_NONE, {0}};
+static RpcValue true_value = {-1, RPC_VALUE_BOOL, {.b = TRUE}};
+static RpcValue false_value = {-1, RPC_VALUE_BOOL, {.b = FALSE}};
+
+static const char *const type_names[RPC_VALUE_N_TYPES] = {
+    [RPC_VALUE_NONE] = "NoneType",      [RPC_VALUE_BOOL] = "bool",
+    [RPC_VALUE_INT] = "int",            [RPC_VALUE_DOUBLE] = "float",
+    [RPC_VALUE_STRING] = "str",         [RPC_VALUE_BYTES] = "bytes",
+    [RPC_VALUE_LIST] = "list",          [RPC_VALUE_DICT] = "dict",
+    [RPC_VALUE_TENSOR] = "Tensor",      [RPC_VALUE_WORKER_INFO] = "WorkerInfo",
+    [RPC_VALUE_ERROR] = "Exception",    [RPC_VALUE_FUTURE] = "Future",
+    [RPC_VALUE_OPAQUE] = "object",
+};
+
+static RpcValue *
+value_alloc(RpcValueType type)
+{
+    RpcValue *v = g_new0(RpcValue, 1);
+    v->refcount = 1;
+    v->type = type;
+    return v;
+}
+
+RpcValue *
+rpc_value_ref(RpcValue *v)
+{
+    g_return_val_if_fail(v != NULL, NULL);
+    if (v->refcount > 0)
+        v->refcount++;
+    return v;
+}
+
+static void
+value_free(RpcValue *v)
+{
+    switch (v->type) {
+    case RPC_VALUE_STRING:
+    case RPC_VALUE_BYTES:
+        g_free(v->u.str.s);
+        break;
+    case RPC_VALUE_LIST:
+        g_ptr_array_unref(v->u.list);
+        break;
+    case RPC_VALUE_DICT:
+        for (guint i = 0; i < v->u.dict->len; i++) {
+            DictEntry *e = &g_array_index(v->u.dict, DictEntry, i);
+            g_free(e->key);
+            rpc_value_unref(e->value);
+        }
+        g_array_unref(v->u.dict);
+        break;
+    case RPC_VALUE_TENSOR:
+        rpc_tensor_unref(v->u.tensor);
+        break;
+    case RPC_VALUE_WORKER_INFO:
+        g_free(v->u.worker.name);
+        break;
+    case RPC_VALUE_ERROR:
+        g_free(v->u.error.kind_name);
+        g_free(v->u.error.message);
+        break;
+    case RPC_VALUE_FUTURE:
+        rpc_future_unref(v->u.future);
+        break;
+    case RPC_VALUE_OPAQUE:
+        if (v->u.opaque.type->unref)
+            v->u.opaque.type->unref(v->u.opaque.obj);
+        break;
+    default:
+        break;
+    }
+    g_free(v);
+}
+
+void
+rpc_value_unref(RpcValue *v)
+{
+    if (v == NULL || v->refcount < 0)
+        return;
+    g_assert(v->refcount > 0);
+    if (--v->refcount == 0)
+        value_free(v);
+}
+
+RpcValue *
+rpc_value_none(void)
+{
+    return &none_value;
+}
+
+RpcValue *
+rpc_value_new_bool(gboolean b)
+{
+    return b ? &true_value : &false_value;
+}
+
+RpcValue *
+rpc_value_new_int(gint64 i)
+{
+    RpcValue *v = value_alloc(RPC_VALUE_INT);
+    v->u.i = i;
+    return v;
+}
+
+RpcValue *
+rpc_value_new_double(double d)
+{
+    RpcValue *v = value_alloc(RPC_VALUE_DOUBLE);
+    v->u.d = d;
+    return v;
+}
+
+RpcValue *
+rpc_value_new_string(const char *s)
+{
+    g_return_val_if_fail(s != NULL, NULL);
+    return rpc_value_new_string_take(g_strdup(s));
+}
+
+RpcValue *
+rpc_value_new_string_take(char *s)
+{
+    g_return_val_if_fail(s != NULL, NULL);
+    RpcValue *v = value_alloc(RPC_VALUE_STRING);
+    v->u.str.s = s;
+    v->u.str.len = strlen(s);
+    return v;
+}
+
+RpcValue *
+rpc_value_new_bytes(const guint8 *data, gsize len)
+{
+    g_return_val_if_fail(data != NULL || len == 0, NULL);
+    RpcValue *v = value_alloc(RPC_VALUE_BYTES);
+    v->u.str.s = g_malloc(len + 1);
+    if (len)
+        memcpy(v->u.str.s, data, len);
+    v->u.str.s[len] = '\0';
+    v->u.str.len = len;
+    return v;
+}
+
+RpcValue *
+rpc_value_new_list(void)
+{
+    RpcValue *v = value_alloc(RPC_VALUE_LIST);
+    v->u.list = g_ptr_array_new_with_free_func((GDestroyNotify)rpc_value_unref);
+    return v;
+}
+
+RpcValue *
+rpc_value_new_dict(void)
+{
+    RpcValue *v = value_alloc(RPC_VALUE_DICT);
+    v->u.dict = g_array_new(FALSE, FALSE, sizeof(DictEntry));
+    return v;
+}
+
+RpcValue *
+rpc_value_new_tensor(RpcTensor *t)
+{
+    g_return_val_if_fail(t != NULL, NULL);
+    RpcValue *v = value_alloc(RPC_VALUE_TENSOR);
+    v->u.tensor = t;
+    return v;
+}
+
+RpcValue *
+rpc_value_new_worker_info(const char *name, gint id)
+{
+    g_return_val_if_fail(name != NULL, NULL);
+    RpcValue *v = value_alloc(RPC_VALUE_WORKER_INFO);
+    v->u.worker.name = g_strdup(name);
+    v->u.worker.id = id;
+    return v;
+}
+
+RpcValue *
+rpc_value_new_error(RpcErrorKind kind, const char *message)
+{
+    g_return_val_if_fail(message != NULL, NULL);
+    RpcValue *v = value_alloc(RPC_VALUE_ERROR);
+    v->u.error.kind = kind;
+    v->u.error.kind_name = g_strdup(rpc_error_kind_name(kind));
+    v->u.error.message = g_strdup(message);
+    return v;
+}
+
+RpcValue *
+rpc_value_new_error_user(const char *kind_name, const char *message)
+{
+    g_return_val_if_fail(kind_name != NULL && message != NULL, NULL);
+    RpcErrorKind kind;
+    if (rpc_error_kind_from_name(kind_name, &kind))
+        return rpc_value_new_error(kind, message);
+    RpcValue *v = value_alloc(RPC_VALUE_ERROR);
+    v->u.error.kind = RPC_ERROR_USER;
+    v->u.error.kind_name = g_strdup(kind_name);
+    v->u.error.message = g_strdup(message);
+    return v;
+}
+
+RpcValue *
+rpc_value_new_error_from_gerror(const GError *error)
+{
+    g_return_val_if_fail(error != NULL, NULL);
+    RpcErrorKind kind = RPC_ERROR_RUNTIME;
+    if (error->domain == RPC_ERROR && error->code >= 0 && error->code < RPC_ERROR_N_KINDS)
+        kind = (RpcErrorKind)error->code;
+    return rpc_value_new_error(kind, error->message);
+}
+
+RpcValue *
+rpc_value_new_future(RpcFuture *f)
+{
+    g_return_val_if_fail(f != NULL, NULL);
+    RpcValue *v = value_alloc(RPC_VALUE_FUTURE);
+    v->u.future = rpc_future_ref(f);
+    return v;
+}
+
+RpcValue *
+rpc_value_new_opaque(const RpcOpaqueType *type, gpointer obj)
+{
+    g_return_val_if_fail(type != NULL && obj != NULL, NULL);
+    RpcValue *v = value_alloc(RPC_VALUE_OPAQUE);
+    v->u.opaque.type = type;
+    v->u.opaque.obj = obj;
+    return v;
+}
+
+RpcValueType
+rpc_value_type(const RpcValue *v)
+{
+    g_return_val_if_fail(v != NULL, RPC_VALUE_NONE);
+    return v->type;
+}
+
+const char *
+rpc_value_type_name(RpcValueType t)
+{
+    if ((int)t < 0 || t >= RPC_VALUE_N_TYPES)
+        return "unknown";
+    return type_names[t];
+}
+
+gboolean
+rpc_value_is_none(const RpcValue *v)
+{
+    return v != NULL && v->type == RPC_VALUE_NONE;
+}
+
+#define CHECK_TYPE(v, t, ret)                                                                      \
+    g_return_val_if_fail((v) != NULL && (v)->type == (t), ret)
+
+gboolean
+rpc_value_get_bool(const RpcValue *v)
+{
+    CHECK_TYPE(v, RPC_VALUE_BOOL, FALSE);
+    return v->u.b;
+}
+
+gint64
+rpc_value_get_int(const RpcValue *v)
+{
+    CHECK_TYPE(v, RPC_VALUE_INT, 0);
+    return v->u.i;
+}
+
+double
+rpc_value_get_double(const RpcValue *v)
+{
+    g_return_val_if_fail(v != NULL, 0.0);
+    if (v->type == RPC_VALUE_INT)
+        return (double)v->u.i;
+    CHECK_TYPE(v, RPC_VALUE_DOUBLE, 0.0);
+    return v->u.d;
+}
+
+const char *
+rpc_value_get_string(const RpcValue *v)
+{
+    CHECK_TYPE(v, RPC_VALUE_STRING, NULL);
+    return v->u.str.s;
+}
+
+const guint8 *
+rpc_value_get_bytes(const RpcValue *v, gsize *len)
+{
+    CHECK_TYPE(v, RPC_VALUE_BYTES, NULL);
+    if (len)
+        *len = v->u.str.len;
+    return (const guint8 *)v->u.str.s;
+}
+
+RpcTensor *
+rpc_value_get_tensor(const RpcValue *v)
+{
+    CHECK_TYPE(v, RPC_VALUE_TENSOR, NULL);
+    return v->u.tensor;
+}
+
+RpcFuture *
+rpc_value_get_future(const RpcValue *v)
+{
+    CHECK_TYPE(v, RPC_VALUE_FUTURE, NULL);
+    return v->u.future;
+}
+
+gpointer
+rpc_value_get_opaque(const RpcValue *v, const RpcOpaqueType *type)
+{
+    if (v == NULL || v->type != RPC_VALUE_OPAQUE || (type && v->u.opaque.type != type))
+        return NULL;
+    return v->u.opaque.obj;
+}
+
+const RpcOpaqueType *
+rpc_value_opaque_type(const RpcValue *v)
+{
+    CHECK_TYPE(v, RPC_VALUE_OPAQUE, NULL);
+    return v->u.opaque.type;
+}
+
+const char *
+rpc_value_worker_name(const RpcValue *v)
+{
+    CHECK_TYPE(v, RPC_VALUE_WORKER_INFO, NULL);
+    return v->u.worker.name;
+}
+
+gint
+rpc_value_worker_id(const RpcValue *v)
+{
+    CHECK_TYPE(v, RPC_VALUE_WORKER_INFO, -1);
+    return v->u.worker.id;
+}
+
+void
+rpc_value_list_append(RpcValue *list, RpcValue *item)
+{
+    g_return_if_fail(list != NULL && list->type == RPC_VALUE_LIST);
+    g_return_if_fail(item != NULL);
+    g_assert(list->refcount == 1); /* only the builder may append */
+    g_ptr_array_add(list->u.list, item);
+}
+
+guint
+rpc_value_list_len(const RpcValue *list)
+{
+    CHECK_TYPE(list, RPC_VALUE_LIST, 0);
+    return list->u.list->len;
+}
+
+RpcValue *
+rpc_value_list_get(const RpcValue *list, guint i)
+{
+    CHECK_TYPE(list, RPC_VALUE_LIST, NULL);
+    g_return_val_if_fail(i < list->u.list->len, NULL);
+    return g_ptr_array_index(list->u.list, i);
+}
+
+static DictEntry *
+dict_find(const RpcValue *dict, const char *key)
+{
+    for (guint i = 0; i < dict->u.dict->len; i++) {
+        DictEntry *e = &g_array_index(dict->u.dict, DictEntry, i);
+        if (strcmp(e->key, key) == 0)
+            return e;
+    }
+    return NULL;
+}
+
+void
+rpc_value_dict_set(RpcValue *dict, const char *key, RpcValue *item)
+{
+    g_return_if_fail(dict != NULL && dict->type == RPC_VALUE_DICT);
+    g_return_if_fail(key != NULL && item != NULL);
+    g_assert(dict->refcount == 1);
+    DictEntry *e = dict_find(dict, key);
+    if (e) {
+        rpc_value_unref(e->value);
+        e->value = item;
+        return;
+    }
+    DictEntry ne = {g_strdup(key), item};
+    g_array_append_val(dict->u.dict, ne);
+}
+
+RpcValue *
+rpc_value_dict_get(const RpcValue *dict, const char *key)
+{
+    CHECK_TYPE(dict, RPC_VALUE_DICT, NULL);
+    g_return_val_if_fail(key != NULL, NULL);
+    DictEntry *e = dict_find(dict, key);
+    return e ? e->value : NULL;
+}
+
+guint
+rpc_value_dict_len(const RpcValue *dict)
+{
+    CHECK_TYPE(dict, RPC_VALUE_DICT, 0);
+    return dict->u.dict->len;
+}
+
+const char *
+rpc_value_dict_key_at(const RpcValue *dict, guint i)
+{
+    CHECK_TYPE(dict, RPC_VALUE_DICT, NULL);
+    g_return_val_if_fail(i < dict->u.dict->len, NULL);
+    return g_array_index(dict->u.dict, DictEntry, i).key;
+}
+
+RpcValue *
+rpc_value_dict_value_at(const RpcValue *dict, guint i)
+{
+    CHECK_TYPE(dict, RPC_VALUE_DICT, NULL);
+    g_return_val_if_fail(i < dict->u.dict->len, NULL);
+    return g_array_index(dict->u.dict, DictEntry, i).value;
+}
+
+RpcErrorKind
+rpc_value_error_kind(const RpcValue *v)
+{
+    CHECK_TYPE(v, RPC_VALUE_ERROR, RPC_ERROR_RUNTIME);
+    return v->u.error.kind;
+}
+
+const char *
+rpc_value_error_kind_name(const RpcValue *v)
+{
+    CHECK_TYPE(v, RPC_VALUE_ERROR, NULL);
+    return v->u.error.kind_name;
+}
+
+const char *
+rpc_value_error_message(const RpcValue *v)
+{
+    CHECK_TYPE(v, RPC_VALUE_ERROR, NULL);
+    return v->u.error.message;
+}
+
+GError *
+rpc_value_error_to_gerror(const RpcValue *v)
+{
+    CHECK_TYPE(v, RPC_VALUE_ERROR, NULL);
+    return g_error_new_literal(RPC_ERROR, v->u.error.kind, v->u.error.message);
+}
+
+void
+rpc_value_propagate_error(const RpcValue *v, GError **error)
+{
+    g_propagate_error(error, rpc_value_error_to_gerror(v));
+}
+
+gboolean
+rpc_value_equal(const RpcValue *a, const RpcValue *b)
+{
+    if (a == b)
+        return TRUE;
+    if (a == NULL || b == NULL)
+        return FALSE;
+    /* Python: 1 == 1.0 */
+    if ((a->type == RPC_VALUE_INT || a->type == RPC_VALUE_DOUBLE) &&
+        (b->type == RPC_VALUE_INT || b->type == RPC_VALUE_DOUBLE) && a->type != b->type)
+        return rpc_value_get_double(a) == rpc_value_get_double(b);
+    if (a->type != b->type)
+        return FALSE;
+    switch (a->type) {
+    case RPC_VALUE_NONE:
+        return TRUE;
+    case RPC_VALUE_BOOL:
+        return a->u.b == b->u.b;
+    case RPC_VALUE_INT:
+        return a->u.i == b->u.i;
+    case RPC_VALUE_DOUBLE:
+        return a->u.d == b->u.d;
+    case RPC_VALUE_STRING:
+    case RPC_VALUE_BYTES:
+        return a->u.str.len == b->u.str.len && memcmp(a->u.str.s, b->u.str.s, a->u.str.len) == 0;
+    case RPC_VALUE_LIST:
+        if (a->u.list->len != b->u.list->len)
+            return FALSE;
+        for (guint i = 0; i < a->u.list->len; i++)
+            if (!rpc_value_equal(g_ptr_array_index(a->u.list, i), g_ptr_array_index(b->u.list, i)))
+                return FALSE;
+        return TRUE;
+    case RPC_VALUE_DICT:
+        if (a->u.dict->len != b->u.dict->len)
+            return FALSE;
+        for (guint i = 0; i < a->u.dict->len; i++) {
+            DictEntry *e = &g_array_index(a->u.dict, DictEntry, i);
+            if (!rpc_value_equal(e->value, rpc_value_dict_get(b, e->key)))
+                return FALSE;
+        }
+        return TRUE;
+    case RPC_VALUE_TENSOR:
+        return rpc_tensor_equal(a->u.tensor, b->u.tensor);
+    case RPC_VALUE_WORKER_INFO:
+        return a->u.worker.id == b->u.worker.id &&
+               strcmp(a->u.worker.name, b->u.worker.name) == 0;
+    case RPC_VALUE_ERROR:
+        return a->u.error.kind == b->u.error.kind &&
+               strcmp(a->u.error.kind_name, b->u.error.kind_name) == 0 &&
+               strcmp(a->u.error.message, b->u.error.message) == 0;
+    case RPC_VALUE_FUTURE:
+        return a->u.future == b->u.future;
+    case RPC_VALUE_OPAQUE:
+        if (a->u.opaque.type != b->u.opaque.type)
+            return FALSE;
+        if (a->u.opaque.type->equal)
+            return a->u.opaque.type->equal(a->u.opaque.obj, b->u.opaque.obj);
+        return a->u.opaque.obj == b->u.opaque.obj;
+    default:
+        return FALSE;
+    }
+}
+
+static void
+repr_string(GString *out, const char *s, gsize len)
+{
+    g_string_append_c(out, '\'');
+    for (gsize i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+        switch (c) {
+        case '\'':
+            g_string_append(out, "\\'");
+            break;
+        case '\\':
+            g_string_append(out, "\\\\");
+            break;
+        case '\n':
+            g_string_append(out, "\\n");
+            break;
+        case '\t':
+            g_string_append(out, "\\t");
+            break;
+        default:
+            if (c < 0x20 || c == 0x7f)
+                g_string_append_printf(out, "\\x%02x", c);
+            else
+                g_string_append_c(out, (char)c);
+        }
+    }
+    g_string_append_c(out, '\'');
+}
+
+static void
+repr_double(GString *out, double d)
+{
+    if (isnan(d)) {
+        g_string_append(out, "nan");
+    } else if (isinf(d)) {
+        g_string_append(out, d > 0 ? "inf" : "-inf");
+    } else if (d == floor(d) && fabs(d) < 1e16) {
+        g_string_append_printf(out, "%.1f", d);
+    } else {
+        char buf[G_ASCII_DTOSTR_BUF_SIZE];
+        g_string_append(out, g_ascii_dtostr(buf, sizeof buf, d));
+    }
+}
+
+static void
+repr_into(GString *out, const RpcValue *v)
+{
+    switch (v->type) {
+    case RPC_VALUE_NONE:
+        g_string_append(out, "None");
+        break;
+    case RPC_VALUE_BOOL:
+        g_string_append(out, v->u.b ? "True" : "False");
+        break;
+    case RPC_VALUE_INT:
+        g_string_append_printf(out, "%" G_GINT64_FORMAT, v->u.i);
+        break;
+    case RPC_VALUE_DOUBLE:
+        repr_double(out, v->u.d);
+        break;
+    case RPC_VALUE_STRING:
+        repr_string(out, v->u.str.s, v->u.str.len);
+        break;
+    case RPC_VALUE_BYTES:
+        g_string_append_c(out, 'b');
+        repr_string(out, v->u.str.s, v->u.str.len);
+        break;
+    case RPC_VALUE_LIST:
+        g_string_append_c(out, '[');
+        for (guint i = 0; i < v->u.list->len; i++) {
+            if (i)
+                g_string_append(out, ", ");
+            repr_into(out, g_ptr_array_index(v->u.list, i));
+        }
+        g_string_append_c(out, ']');
+        break;
+    case RPC_VALUE_DICT:
+        g_string_append_c(out, '{');
+        for (guint i = 0; i < v->u.dict->len; i++) {
+            DictEntry *e = &g_array_index(v->u.dict, DictEntry, i);
+            if (i)
+                g_string_append(out, ", ");
+            repr_string(out, e->key, strlen(e->key));
+            g_string_append(out, ": ");
+            repr_into(out, e->value);
+        }
+        g_string_append_c(out, '}');
+        break;
+    case RPC_VALUE_TENSOR: {
+        char *t = rpc_tensor_repr(v->u.tensor);
+        g_string_append(out, t);
+        g_free(t);
+        break;
+    }
+    case RPC_VALUE_WORKER_INFO:
+        g_string_append_printf(out, "WorkerInfo(id=%d, name=%s)", v->u.worker.id,
+                               v->u.worker.name);
+        break;
+    case RPC_VALUE_ERROR:
+        g_string_append_printf(out, "%s(", v->u.error.kind_name);
+        repr_string(out, v->u.error.message, strlen(v->u.error.message));
+        g_string_append_c(out, ')');
+        break;
+    case RPC_VALUE_FUTURE:
+        g_string_append(out, "<torch.futures.Future>");
+        break;
+    case RPC_VALUE_OPAQUE:
+        if (v->u.opaque.type->repr) {
+            char *s = v->u.opaque.type->repr(v->u.opaque.obj);
+            g_string_append(out, s);
+            g_free(s);
+        } else {
+            g_string_append_printf(out, "<%s object>", v->u.opaque.type->name);
+        }
+        break;
+    default:
+        g_string_append(out, "<?>");
+    }
+}
+
+char *
+rpc_value_repr(const RpcValue *v)
+{
+    g_return_val_if_fail(v != NULL, NULL);
+    GString *out = g_string_new(NULL);
+    repr_into(out, v);
+    return g_string_free(out, FALSE);
+}
+
+gboolean
+rpc_value_contains_future(const RpcValue *v)
+{
+    g_return_val_if_fail(v != NULL, FALSE);
+    switch (v->type) {
+    case RPC_VALUE_FUTURE:
+        return TRUE;
+    case RPC_VALUE_LIST:
+        for (guint i = 0; i < v->u.list->len; i++)
+            if (rpc_value_contains_future(g_ptr_array_index(v->u.list, i)))
+                return TRUE;
+        return FALSE;
+    case RPC_VALUE_DICT:
+        for (guint i = 0; i < v->u.dict->len; i++)
+            if (rpc_value_contains_future(g_array_index(v->u.dict, DictEntry, i).value))
+                return TRUE;
+        return FALSE;
+    default:
+        return FALSE;
+    }
+}

@@ -1,0 +1,29 @@
+/* kernel-private.h — SimKernel's body, shared by kernel.c and vthread.c. */
+#ifndef SIM_KERNEL_PRIVATE_H
+#define SIM_KERNEL_PRIVATE_H
+
+#include "sim/coro.h"
+#include "sim/kernel.h"
+#include "sim/vthread.h"
+
+struct SimKernel {
+    SimTime now;
+    guint64 seed;
+    SimEvq *evq;
+    SimTrace *trace;
+    guint64 events_run;
+    gboolean stop;
+    SimCoro *main_coro;      /* the OS thread's own context */
+    SimThread *current;      /* running virtual thread, NULL in the scheduler */
+    GPtrArray *pools;        /* SimThreadPool*, in creation order (not owned) */
+    guint blocked;           /* threads blocked right now, all pools */
+};
+
+/* vthread.c: appends one pool's part of the deadlock report. */
+void sim_pool_describe_blocked(const SimThreadPool *pool, GString *out);
+/* GCompareFunc for g_ptr_array_sort (pointers to SimThreadPool*) by worker id. */
+gint sim_pool_compare_by_worker(gconstpointer a, gconstpointer b);
+/* TRUE when threads are blocked or tasks queued. */
+gboolean sim_kernel_deadlock_report_needed(const SimKernel *k);
+
+#endif /* SIM_KERNEL_PRIVATE_H */

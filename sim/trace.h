@@ -1,0 +1,97 @@
+/* trace.h — the run's trace and fingerprint.
+ *
+ * Every observable step of a run is one record: virtual time, worker (-1 for
+ * the world itself), virtual thread (0 for none), a static kind, three
+ * integers and an optional detail string.  Records are folded into a running
+ * 64-bit fingerprint as they arrive; the text form is only produced when a
+ * sink wants it, so fingerprinting a run costs no formatting.
+ *
+ * Text layout, one line per record (SimGrid's .tesh flavour):
+ *
+ *     [<s>.<ns9>] [worker<w>] <kind> <label0>=<a> <label1>=<b> <label2>=<c> <detail>
+ *
+ * with "[world]" for worker -1, "/t<n>" appended to the worker when a thread
+ * is known ("[worker1/t3]"), unused labels omitted and the detail last.
+ * Labels are separated by one space; a NULL or empty detail adds nothing (no
+ * trailing space).  Control bytes in the kind name and the detail are
+ * escaped (\n, \r, \t, \xNN) so that a record is always one line.
+ *
+ * Fingerprint: FNV-1a-style 64-bit fold, over each record's fields in a fixed
+ * byte order: time (8 bytes LE), worker (4), thread (4), kind name bytes and
+ * a 0 byte, a, b, c (8 bytes LE each), detail bytes and a 0 byte — then a
+ * final avalanche (splitmix64 finaliser) when read.  Only values, never
+ * addresses, go in.
+ *
+ * Exactly: FNV-1a 64 (offset basis 0xcbf29ce484222325, prime 0x100000001b3,
+ * h = (h ^ byte) * prime), starting from the offset basis for the whole run.
+ * worker and thread are folded as their 32-bit two's-complement bit patterns
+ * (-1 is ff ff ff ff).  A NULL detail folds the single byte 0xff in place of
+ * "bytes and a 0 byte", so NULL and "" differ.  The kind's labels are not
+ * folded (they only name fields).  The finaliser is splitmix64's mix without
+ * the increment: z ^= z >> 30; z *= 0xbf58476d1ce4e5b9; z ^= z >> 27;
+ * z *= 0x94d049bb133111eb; z ^= z >> 31.  Attaching sinks or text outputs
+ * never changes the fingerprint.
+ */
+#ifndef SIM_TRACE_H
+#define SIM_TRACE_H
+
+#include <stdio.h>
+
+#include <glib.h>
+
+#include "core/executor.h"
+#include "sim/time.h"
+
+G_BEGIN_DECLS
+
+typedef RpcTraceKind SimTraceKind;
+
+typedef struct SimTraceRecord {
+    SimTime time;
+    gint worker;  /* -1: the world */
+    guint thread; /* 0: none */
+    const SimTraceKind *kind;
+    gint64 a, b, c;
+    const char *detail; /* may be NULL; only valid during the sink call */
+} SimTraceRecord;
+
+/* A sink receives every record as it is emitted. */
+typedef void (*SimTraceSink)(const SimTraceRecord *rec, gpointer data);
+
+typedef struct SimTrace SimTrace;
+
+/* (transfer full) An empty trace: count 0, no sinks, no text outputs. */
+SimTrace *sim_trace_new(void);
+/* Runs each sink's destroy notifier (in the order added); t may be NULL. */
+void sim_trace_free(SimTrace *t);
+
+/* Folds one record into the fingerprint and hands it to the text outputs
+ * and sinks.  kind (transfer none) must outlive the call; detail
+ * (transfer none, nullable) is only read during it.  No allocation when
+ * nothing is attached.  A sink must not emit into the trace that called it. */
+void sim_trace_emit(SimTrace *t, SimTime time, gint worker, guint thread, const SimTraceKind *kind,
+                    gint64 a, gint64 b, gint64 c, const char *detail);
+
+/* The finalised fold of every record so far; reading does not change it. */
+guint64 sim_trace_fingerprint(const SimTrace *t);
+/* Records emitted so far. */
+guint64 sim_trace_count(const SimTrace *t);
+
+/* Adds a sink (several allowed, called in the order added, after the text
+ * outputs).  destroy (nullable) runs on data when the trace is freed. */
+void sim_trace_add_sink(SimTrace *t, SimTraceSink sink, gpointer data, GDestroyNotify destroy);
+/* Keeps every line emitted from now on as text in memory (for tests and
+ * diffing).  FALSE discards the lines kept so far. */
+void sim_trace_keep_lines(SimTrace *t, gboolean keep);
+/* The kept lines (transfer none); NULL if not kept. */
+GPtrArray *sim_trace_lines(const SimTrace *t);
+/* Writes lines to f as they are emitted (f stays owned by the caller, who
+ * flushes it; NULL stops writing).  Each line ends with '\n'. */
+void sim_trace_write_to(SimTrace *t, FILE *f);
+
+/* Renders one record as a text line without the newline (transfer full). */
+char *sim_trace_format(const SimTraceRecord *rec);
+
+G_END_DECLS
+
+#endif /* SIM_TRACE_H */

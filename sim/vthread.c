@@ -1,0 +1,380 @@
+/* vthread.c — virtual threads and per-worker pools (see vthread.h).
+ *
+ * Thread states:
+ *   IDLE      parked in its loop, waiting for a task (on pool->idle)
+ *   WAKING    a resume event is scheduled
+ *   RUNNING   the current thread
+ *   BLOCKED   waiting for a future; its Waiter is registered on the future
+ *
+ * A blocked thread is woken by a done-callback holding a refcounted Waiter,
+ * not the thread itself: at teardown the Waiter is disarmed, so a future
+ * completing after the pool is gone touches nothing freed.
+ */
+#include "sim/kernel-private.h"
+
+#include "sim/error.h"
+
+typedef enum { T_IDLE, T_WAKING, T_RUNNING, T_BLOCKED, T_DONE } ThreadState;
+
+typedef struct {
+    RpcTaskFunc fn;
+    gpointer data;
+    GDestroyNotify destroy;
+} Task;
+
+typedef struct {
+    gint refcount;
+    SimThread *thread; /* NULL once disarmed */
+} Waiter;
+
+struct SimThread {
+    SimThreadPool *pool;
+    guint id;
+    ThreadState state;
+    SimCoro *coro;
+    char *waiting_on;    /* BLOCKED: what for */
+    SimTime blocked_since;
+    Waiter *waiter;      /* BLOCKED: the armed waiter */
+    SimEvent *resume_ev; /* WAKING: the pending resume event */
+};
+
+struct SimThreadPool {
+    SimKernel *k;
+    gint worker;
+    guint max_threads;
+    GPtrArray *threads; /* SimThread*, by id - 1 (owned) */
+    GPtrArray *idle;    /* parked threads, used as a stack */
+    GQueue tasks;       /* Task*, FIFO */
+    guint busy;         /* WAKING + RUNNING + BLOCKED threads */
+    guint busy_high_water;
+    guint blocked;
+    guint starting;     /* threads woken from IDLE that have not yet taken a task */
+    gboolean closing;
+};
+
+static void thread_main(gpointer arg);
+
+static void
+waiter_unref(gpointer p)
+{
+    Waiter *w = p;
+    if (--w->refcount == 0)
+        g_free(w);
+}
+
+static void
+task_drop(Task *t)
+{
+    if (t->destroy)
+        t->destroy(t->data);
+    g_free(t);
+}
+
+SimThreadPool *
+sim_pool_new(SimKernel *k, gint worker, guint max_threads)
+{
+    g_return_val_if_fail(k != NULL && max_threads > 0, NULL);
+    SimThreadPool *pool = g_new0(SimThreadPool, 1);
+    pool->k = k;
+    pool->worker = worker;
+    pool->max_threads = max_threads;
+    pool->threads = g_ptr_array_new();
+    pool->idle = g_ptr_array_new();
+    g_queue_init(&pool->tasks);
+    g_ptr_array_add(k->pools, pool);
+    return pool;
+}
+
+/* Switches from the scheduler into t and back. */
+static void
+resume(SimThread *t)
+{
+    SimKernel *k = t->pool->k;
+    g_assert(k->current == NULL);
+    k->current = t;
+    t->state = T_RUNNING;
+    sim_coro_switch(k->main_coro, t->coro);
+    k->current = NULL;
+}
+
+static void
+resume_event(gpointer data)
+{
+    SimThread *t = data;
+    t->resume_ev = NULL;
+    if (t->state == T_WAKING)
+        resume(t);
+}
+
+static void
+wake(SimThread *t)
+{
+    g_assert(t->state == T_IDLE || t->state == T_BLOCKED);
+    if (t->state == T_BLOCKED) {
+        t->pool->blocked--;
+        t->pool->k->blocked--;
+    } else {
+        t->pool->busy++;
+        t->pool->starting++;
+        if (t->pool->busy > t->pool->busy_high_water)
+            t->pool->busy_high_water = t->pool->busy;
+    }
+    t->state = T_WAKING;
+    t->resume_ev = sim_kernel_at(t->pool->k, t->pool->k->now, resume_event, t, NULL);
+}
+
+void
+sim_pool_close(SimThreadPool *pool)
+{
+    g_return_if_fail(pool != NULL);
+    pool->closing = TRUE;
+    Task *task;
+    while ((task = g_queue_pop_head(&pool->tasks)) != NULL)
+        task_drop(task);
+}
+
+void
+sim_pool_free(SimThreadPool *pool)
+{
+    if (pool == NULL)
+        return;
+    SimKernel *k = pool->k;
+    g_return_if_fail(k->current == NULL);
+    sim_pool_close(pool);
+    /* Let every started thread unwind and leave its loop. */
+    for (guint i = 0; i < pool->threads->len; i++) {
+        SimThread *t = g_ptr_array_index(pool->threads, i);
+        if (t->state == T_BLOCKED) {
+            t->waiter->thread = NULL;
+            pool->blocked--;
+            k->blocked--;
+        }
+        if (t->resume_ev != NULL) {
+            sim_kernel_cancel(k, t->resume_ev);
+            t->resume_ev = NULL;
+        }
+        if (t->state != T_DONE)
+            resume(t);
+        g_assert(t->state == T_DONE);
+    }
+    for (guint i = 0; i < pool->threads->len; i++) {
+        SimThread *t = g_ptr_array_index(pool->threads, i);
+        sim_coro_free(t->coro);
+        g_free(t->waiting_on);
+        g_free(t);
+    }
+    g_ptr_array_unref(pool->threads);
+    g_ptr_array_unref(pool->idle);
+    g_ptr_array_remove(k->pools, pool);
+    g_free(pool);
+}
+
+void
+sim_pool_spawn(SimThreadPool *pool, RpcTaskFunc fn, gpointer data, GDestroyNotify destroy)
+{
+    g_return_if_fail(pool != NULL && fn != NULL);
+    Task *task = g_new(Task, 1);
+    task->fn = fn;
+    task->data = data;
+    task->destroy = destroy;
+    if (pool->closing) {
+        task_drop(task);
+        return;
+    }
+    g_queue_push_tail(&pool->tasks, task);
+    /* Threads already starting will take queued tasks in order; wake or
+     * create one more only if the queue outnumbers them. */
+    if (g_queue_get_length(&pool->tasks) <= pool->starting)
+        return;
+    if (pool->idle->len > 0) {
+        SimThread *t = g_ptr_array_steal_index(pool->idle, pool->idle->len - 1);
+        wake(t);
+    } else if (pool->threads->len < pool->max_threads) {
+        SimThread *t = g_new0(SimThread, 1);
+        t->pool = pool;
+        t->id = pool->threads->len + 1;
+        t->state = T_IDLE;
+        t->coro = sim_coro_new(SIM_CORO_DEFAULT_STACK, thread_main, t);
+        g_ptr_array_add(pool->threads, t);
+        wake(t);
+    }
+    /* else: every thread is busy; the task waits for the next free one. */
+}
+
+/* A thread's whole life: take tasks until the pool closes. */
+static void
+thread_main(gpointer arg)
+{
+    SimThread *t = arg;
+    SimThreadPool *pool = t->pool;
+    pool->starting--;
+    for (;;) {
+        Task *task = pool->closing ? NULL : g_queue_pop_head(&pool->tasks);
+        if (task == NULL) {
+            if (pool->closing)
+                break;
+            /* Park until spawn() wakes us. */
+            t->state = T_IDLE;
+            pool->busy--;
+            g_ptr_array_add(pool->idle, t);
+            sim_coro_switch(t->coro, pool->k->main_coro);
+            if (!pool->closing)
+                pool->starting--; /* woken by spawn() */
+            continue;
+        }
+        task->fn(task->data);
+        task_drop(task);
+    }
+    /* Only reached when the pool closes; its counters no longer matter. */
+    t->state = T_DONE;
+}
+
+static gboolean
+waiter_fire(RpcFuture *fut, gpointer data, GError **error)
+{
+    Waiter *w = data;
+    if (w->thread != NULL && w->thread->state == T_BLOCKED)
+        wake(w->thread);
+    return TRUE;
+}
+
+gboolean
+sim_thread_block_on(SimKernel *k, RpcFuture *fut, GError **error)
+{
+    g_return_val_if_fail(k != NULL && fut != NULL, FALSE);
+    if (rpc_future_done(fut))
+        return TRUE;
+    const char *what = rpc_future_description(fut);
+    if (what == NULL)
+        what = "a future";
+    SimThread *t = k->current;
+    if (t == NULL) {
+        /* Scheduler or driver context: run the loop until fut is done. */
+        while (!rpc_future_done(fut)) {
+            if (!sim_kernel_step(k)) {
+                char *report = sim_kernel_deadlock_report(k);
+                char now[32];
+                g_set_error(error, SIM_ERROR, SIM_ERROR_DEADLOCK,
+                            "deadlock: the event queue drained at t=%s while waiting on %s%s%s",
+                            sim_time_format(k->now, now, sizeof now), what,
+                            report ? "\n" : "", report ? report : "");
+                g_free(report);
+                return FALSE;
+            }
+        }
+        return TRUE;
+    }
+    SimThreadPool *pool = t->pool;
+    if (pool->closing) {
+        g_set_error(error, SIM_ERROR, SIM_ERROR_TEARDOWN,
+                    "the simulation ended while worker%d/t%u was waiting on %s", pool->worker,
+                    t->id, what);
+        return FALSE;
+    }
+    Waiter *w = g_new(Waiter, 1);
+    w->refcount = 2; /* ours + the callback's */
+    w->thread = t;
+    rpc_future_add_done_callback(fut, waiter_fire, w, waiter_unref, NULL);
+    t->state = T_BLOCKED;
+    t->waiter = w;
+    g_free(t->waiting_on);
+    t->waiting_on = g_strdup(what);
+    t->blocked_since = k->now;
+    pool->blocked++;
+    k->blocked++;
+    sim_coro_switch(t->coro, k->main_coro);
+    /* Resumed: either fut completed, or the pool is closing. */
+    t->waiter = NULL;
+    w->thread = NULL;
+    waiter_unref(w);
+    if (!rpc_future_done(fut)) {
+        g_assert(pool->closing);
+        g_set_error(error, SIM_ERROR, SIM_ERROR_TEARDOWN,
+                    "the simulation ended while worker%d/t%u was waiting on %s", pool->worker,
+                    t->id, t->waiting_on);
+        return FALSE;
+    }
+    return TRUE;
+}
+
+SimThread *
+sim_thread_current(const SimKernel *k)
+{
+    return k->current;
+}
+
+guint
+sim_thread_id(const SimThread *t)
+{
+    return t->id;
+}
+
+gint
+sim_thread_worker(const SimThread *t)
+{
+    return t->pool->worker;
+}
+
+gint
+sim_pool_worker(const SimThreadPool *pool)
+{
+    return pool->worker;
+}
+
+guint
+sim_pool_max_threads(const SimThreadPool *pool)
+{
+    return pool->max_threads;
+}
+
+guint
+sim_pool_threads_created(const SimThreadPool *pool)
+{
+    return pool->threads->len;
+}
+
+guint
+sim_pool_tasks_queued(const SimThreadPool *pool)
+{
+    return g_queue_get_length((GQueue *)&pool->tasks);
+}
+
+guint
+sim_pool_threads_blocked(const SimThreadPool *pool)
+{
+    return pool->blocked;
+}
+
+guint
+sim_pool_busy_high_water(const SimThreadPool *pool)
+{
+    return pool->busy_high_water;
+}
+
+gint
+sim_pool_compare_by_worker(gconstpointer a, gconstpointer b)
+{
+    const SimThreadPool *pa = *(SimThreadPool *const *)a;
+    const SimThreadPool *pb = *(SimThreadPool *const *)b;
+    return (pa->worker > pb->worker) - (pa->worker < pb->worker);
+}
+
+void
+sim_pool_describe_blocked(const SimThreadPool *pool, GString *out)
+{
+    char since[32];
+    for (guint i = 0; i < pool->threads->len; i++) {
+        const SimThread *t = g_ptr_array_index(pool->threads, i);
+        if (t->state != T_BLOCKED)
+            continue;
+        g_string_append_printf(out, "  worker%d/t%u blocked since %s on: %s\n", pool->worker,
+                               t->id, sim_time_format(t->blocked_since, since, sizeof since),
+                               t->waiting_on);
+    }
+    guint queued = g_queue_get_length((GQueue *)&pool->tasks);
+    if (queued > 0)
+        g_string_append_printf(out,
+                               "  worker%d: %u task%s queued, all %u threads busy (thread pool "
+                               "exhausted)\n",
+                               pool->worker, queued, queued == 1 ? "" : "s", pool->max_threads);
+}
