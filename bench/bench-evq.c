@@ -56,8 +56,7 @@ run(guint pending, guint64 steps)
         now = ev->time;
         ev->fn(ev->data);
         sim_evq_release(q, ev);
-        sim_evq_push(q, now + below(&rng, span) + 1, noop, NULL,
-                     NULL);
+        sim_evq_push(q, now + below(&rng, span) + 1, noop, NULL, NULL);
     }
     t1 = g_get_monotonic_time();
     g_assert(sim_evq_len(q) == pending);

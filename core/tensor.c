@@ -55,7 +55,7 @@ static RpcDType
 promote(RpcDType a, RpcDType b)
 {
     return (a == RPC_DTYPE_FLOAT64 || b == RPC_DTYPE_FLOAT64) ? RPC_DTYPE_FLOAT64
-                                                                : RPC_DTYPE_FLOAT32;
+                                                              : RPC_DTYPE_FLOAT32;
 }
 
 /* Appends "[2, 3]" (PyTorch's IntArrayRef printing). */
@@ -97,8 +97,7 @@ shape_validate(RpcDType dtype, guint ndim, const gint64 *shape, gint64 *numel_ou
         if (shape[i] < 0) {
             g_autofree char *str = shape_to_string(ndim, shape);
             g_set_error(error, RPC_ERROR, RPC_ERROR_RUNTIME,
-                        "Trying to create tensor with negative dimension %" G_GINT64_FORMAT
-                        ": %s",
+                        "Trying to create tensor with negative dimension %" G_GINT64_FORMAT ": %s",
                         shape[i], str);
             return FALSE;
         }
@@ -882,6 +881,13 @@ rpc_tensor_shape_string(const RpcTensor *t)
 }
 
 /* ---- repr: torch/_tensor_str.py with the default print options ---------- */
+/* A transcription of _Formatter, _vector_str, _tensor_str_with_formatter,
+ * get_summarized_data and _add_suffixes, so float32/float64 tensors print
+ * as in PyTorch, quirks included (the width comes from nonzero finite
+ * values only, so "nan" can be wider than its column; _add_suffixes counts
+ * the last line one long).  Not modelled: torch.set_printoptions, a default
+ * dtype other than float32, other dtypes, devices; autograd's suffixes come
+ * in through rpc_tensor_repr_with_suffixes(). */
 
 /* _Formatter: the mode and the column width, from the shown elements only
  * (get_summarized_data), the width from their nonzero finite values. */
@@ -948,8 +954,8 @@ formatter_init(Formatter *f, const RpcTensor *t, const GArray *shown)
     }
     if (!any)
         return;
-    f->sci_mode = max_abs / min_abs > 1000.0 || max_abs > 1.0e8 ||
-                  (!f->int_mode && min_abs < 1.0e-4);
+    f->sci_mode =
+        max_abs / min_abs > 1000.0 || max_abs > 1.0e8 || (!f->int_mode && min_abs < 1.0e-4);
     for (guint i = 0; i < shown->len; i++) {
         double v = load(t, g_array_index(shown, gint64, i));
         char buf[64];
@@ -1010,8 +1016,8 @@ append_vector(GString *s, const RpcTensor *t, const Formatter *f, gint64 offset,
 /* _tensor_str_with_formatter for ndim >= 1: slices joined by "," plus
  * (dims left - 1) newlines and an indent; "..." stands for skipped slices. */
 static void
-append_tensor(GString *s, const RpcTensor *t, const gint64 *strides, const Formatter *f,
-              guint dim, gint64 offset, guint indent, gboolean summarize)
+append_tensor(GString *s, const RpcTensor *t, const gint64 *strides, const Formatter *f, guint dim,
+              gint64 offset, guint indent, gboolean summarize)
 {
     guint left = t->ndim - dim;
     if (left == 1) {
@@ -1028,8 +1034,7 @@ append_tensor(GString *s, const RpcTensor *t, const gint64 *strides, const Forma
             i = n - PRINT_EDGEITEMS - 1;
             continue;
         }
-        append_tensor(s, t, strides, f, dim + 1, offset + i * strides[dim], indent + 1,
-                      summarize);
+        append_tensor(s, t, strides, f, dim + 1, offset + i * strides[dim], indent + 1, summarize);
     }
     g_string_append_c(s, ']');
 }

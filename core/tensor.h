@@ -12,8 +12,9 @@
  * which the creator uses to fill a fresh tensor.
  *
  * A caller's bug (NULL tensor, bad dtype, negative shape entry, more than
- * RPC_TENSOR_MAX_DIMS dims) is caught with g_return_val_if_fail; shapes from
- * untrusted input (the message decoder) go through rpc_tensor_new_checked().
+ * RPC_TENSOR_MAX_DIMS dims) logs a critical and returns NULL, as
+ * g_return_val_if_fail does; shapes from untrusted input (the message
+ * decoder) go through rpc_tensor_new_checked() instead.
  * One tensor holds at most 1 GiB of elements; an op whose result would be
  * larger fails with a RuntimeError instead of allocating it.
  *

@@ -7,6 +7,7 @@
 #include "core/value.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "core/future.h"
@@ -545,7 +546,8 @@ rpc_value_equal(const RpcValue *a, const RpcValue *b)
         }
         return TRUE;
     case RPC_VALUE_TENSOR:
-        return rpc_tensor_equal(a->u.tensor, b->u.tensor);
+        return rpc_tensor_dtype(a->u.tensor) == rpc_tensor_dtype(b->u.tensor) &&
+               rpc_tensor_equal(a->u.tensor, b->u.tensor);
     case RPC_VALUE_WORKER_INFO:
         return a->u.worker.id == b->u.worker.id &&
                strcmp(a->u.worker.name, b->u.worker.name) == 0;
@@ -595,19 +597,41 @@ repr_string(GString *out, const char *s, gsize len)
     g_string_append_c(out, '\'');
 }
 
+/* Python's float repr: the shortest digits that read back exactly; fixed
+ * notation for decimal exponents -4..15 (whole numbers keep ".0"), else
+ * scientific with a two-digit exponent. */
 static void
 repr_double(GString *out, double d)
 {
     if (isnan(d)) {
         g_string_append(out, "nan");
-    } else if (isinf(d)) {
-        g_string_append(out, d > 0 ? "inf" : "-inf");
-    } else if (d == floor(d) && fabs(d) < 1e16) {
-        g_string_append_printf(out, "%.1f", d);
-    } else {
-        char buf[G_ASCII_DTOSTR_BUF_SIZE];
-        g_string_append(out, g_ascii_dtostr(buf, sizeof buf, d));
+        return;
     }
+    if (isinf(d)) {
+        g_string_append(out, d > 0 ? "inf" : "-inf");
+        return;
+    }
+    char buf[64];
+    int prec = 1;
+    for (; prec < 17; prec++) {
+        g_snprintf(buf, sizeof buf, "%.*e", prec - 1, d);
+        if (g_ascii_strtod(buf, NULL) == d)
+            break;
+    }
+    g_snprintf(buf, sizeof buf, "%.*e", prec - 1, d);
+    int exp10 = atoi(strchr(buf, 'e') + 1);
+    if (exp10 >= -4 && exp10 < 16) {
+        int decimals = prec - 1 - exp10;
+        g_string_append_printf(out, "%.*f", decimals > 0 ? decimals : 0, d);
+        if (decimals <= 0)
+            g_string_append(out, ".0");
+        return;
+    }
+    /* mantissa digits without trailing zeros, then e±XX */
+    char *e = strchr(buf, 'e');
+    *e = '\0';
+    g_string_append(out, buf);
+    g_string_append_printf(out, "e%c%02d", exp10 < 0 ? '-' : '+', abs(exp10));
 }
 
 static void

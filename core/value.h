@@ -115,8 +115,8 @@ void rpc_value_propagate_error(const RpcValue *v, GError **error);
 gboolean rpc_value_equal(const RpcValue *a, const RpcValue *b);
 /* A Python-like repr (transfer full): None, True, 3, 1.5, 'abc', [..], {..}. */
 char *rpc_value_repr(const RpcValue *v);
-/* TRUE if v (recursively) holds a future or an opaque object the codec cannot
- * carry; *what names the first offender. */
+/* TRUE if v (recursively, through lists and dicts) holds a future: such a
+ * value can never be sent ("Can not pickle torch.futures.Future"). */
 gboolean rpc_value_contains_future(const RpcValue *v);
 
 G_END_DECLS

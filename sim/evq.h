@@ -1,4 +1,4 @@
-/* evq.h — the event queue: a binary min-heap ordered by (time, seq).
+/* evq.h — the event queue: a min-heap (4-ary, see evq.c) ordered by (time, seq).
  *
  * seq is taken from a per-queue counter when an event is scheduled, so two
  * events at the same time run in the order they were scheduled (FIFO), never
@@ -31,7 +31,7 @@ struct SimEvent {
     gpointer data;
     GDestroyNotify destroy; /* called on data after fn runs, or when a cancelled event is reaped */
     gboolean cancelled;
-    SimEvent *next_free;    /* free-list link, internal */
+    SimEvent *next_free; /* free-list link, internal */
 };
 
 typedef struct SimEvq SimEvq;
@@ -39,7 +39,7 @@ typedef struct SimEvq SimEvq;
 SimEvq *sim_evq_new(void);
 /* Frees the queue; pending events' destroy notifiers run (fn does not),
  * cancelled-but-unreaped ones included, each exactly once.  Those notifiers
- * may cancel events of q (a no-op by then) but must not push or pop.
+ * may cancel events of q (a no-op by then) but must not push, pop or peek.
  * Release every popped event before freeing its queue. */
 void sim_evq_free(SimEvq *q);
 

@@ -79,7 +79,8 @@ sim_kernel_after(SimKernel *k, SimTime delay, SimEventFunc fn, gpointer data,
                  GDestroyNotify destroy)
 {
     g_return_val_if_fail(delay >= 0, NULL);
-    SimTime t = delay > SIM_TIME_NEVER - k->now ? SIM_TIME_NEVER : k->now + delay;
+    /* SIM_TIME_NEVER itself is not schedulable: clamp just below it. */
+    SimTime t = delay >= SIM_TIME_NEVER - k->now ? SIM_TIME_NEVER - 1 : k->now + delay;
     return sim_kernel_at(k, t, fn, data, destroy);
 }
 
@@ -116,7 +117,8 @@ run_loop(SimKernel *k, SimTime limit)
         if (next == SIM_TIME_NEVER)
             break;
         if (next > limit) {
-            k->now = limit;
+            if (limit > k->now) /* never backwards */
+                k->now = limit;
             return SIM_RUN_TIME_LIMIT;
         }
         sim_kernel_step(k);
@@ -155,9 +157,11 @@ sim_kernel_deadlock_report_needed(const SimKernel *k)
 {
     if (k->blocked > 0)
         return TRUE;
-    for (guint i = 0; i < k->pools->len; i++)
-        if (sim_pool_tasks_queued(g_ptr_array_index(k->pools, i)) > 0)
+    for (guint i = 0; i < k->pools->len; i++) {
+        SimThreadPool *pool = g_ptr_array_index(k->pools, i);
+        if (sim_pool_tasks_queued(pool) > 0 || sim_pool_threads_held(pool) > 0)
             return TRUE;
+    }
     return FALSE;
 }
 

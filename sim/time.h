@@ -14,10 +14,10 @@
 G_BEGIN_DECLS
 
 typedef RpcTime SimTime;
-#define SIM_NS RPC_NS
-#define SIM_US RPC_US
-#define SIM_MS RPC_MS
-#define SIM_S RPC_S
+#define SIM_NS         RPC_NS
+#define SIM_US         RPC_US
+#define SIM_MS         RPC_MS
+#define SIM_S          RPC_S
 #define SIM_TIME_NEVER RPC_TIME_NEVER
 
 /* Enough for any SimTime: "-9223372036.854775808" is 21 bytes + NUL. */

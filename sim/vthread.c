@@ -50,6 +50,9 @@ struct SimThreadPool {
     guint blocked;
     guint starting;     /* threads woken from IDLE that have not yet taken a task */
     gboolean closing;
+    guint id_base;      /* thread ids are id_base + 1, id_base + 2, … */
+    gboolean paused;    /* resumes are held (in order) until unpaused */
+    GPtrArray *held;    /* WAKING threads whose resume came while paused */
 };
 
 static void thread_main(gpointer arg);
@@ -80,6 +83,7 @@ sim_pool_new(SimKernel *k, gint worker, guint max_threads)
     pool->max_threads = max_threads;
     pool->threads = g_ptr_array_new();
     pool->idle = g_ptr_array_new();
+    pool->held = g_ptr_array_new();
     g_queue_init(&pool->tasks);
     g_ptr_array_add(k->pools, pool);
     return pool;
@@ -102,8 +106,13 @@ resume_event(gpointer data)
 {
     SimThread *t = data;
     t->resume_ev = NULL;
-    if (t->state == T_WAKING)
-        resume(t);
+    if (t->state != T_WAKING)
+        return;
+    if (t->pool->paused && !t->pool->closing) {
+        g_ptr_array_add(t->pool->held, t);
+        return;
+    }
+    resume(t);
 }
 
 static void
@@ -165,8 +174,37 @@ sim_pool_free(SimThreadPool *pool)
     }
     g_ptr_array_unref(pool->threads);
     g_ptr_array_unref(pool->idle);
+    g_ptr_array_unref(pool->held);
     g_ptr_array_remove(k->pools, pool);
     g_free(pool);
+}
+
+void
+sim_pool_set_paused(SimThreadPool *pool, gboolean paused)
+{
+    g_return_if_fail(pool != NULL);
+    pool->paused = paused;
+    if (paused)
+        return;
+    /* Release held threads in the order their resumes came due. */
+    for (guint i = 0; i < pool->held->len; i++) {
+        SimThread *t = g_ptr_array_index(pool->held, i);
+        t->resume_ev = sim_kernel_at(pool->k, pool->k->now, resume_event, t, NULL);
+    }
+    g_ptr_array_set_size(pool->held, 0);
+}
+
+void
+sim_pool_set_id_base(SimThreadPool *pool, guint base)
+{
+    g_return_if_fail(pool != NULL && pool->threads->len == 0);
+    pool->id_base = base;
+}
+
+gboolean
+sim_pool_is_paused(const SimThreadPool *pool)
+{
+    return pool->paused;
 }
 
 void
@@ -192,7 +230,7 @@ sim_pool_spawn(SimThreadPool *pool, RpcTaskFunc fn, gpointer data, GDestroyNotif
     } else if (pool->threads->len < pool->max_threads) {
         SimThread *t = g_new0(SimThread, 1);
         t->pool = pool;
-        t->id = pool->threads->len + 1;
+        t->id = pool->id_base + pool->threads->len + 1;
         t->state = T_IDLE;
         t->coro = sim_coro_new(SIM_CORO_DEFAULT_STACK, thread_main, t);
         g_ptr_array_add(pool->threads, t);
@@ -244,14 +282,15 @@ sim_thread_block_on(SimKernel *k, RpcFuture *fut, GError **error)
     g_return_val_if_fail(k != NULL && fut != NULL, FALSE);
     if (rpc_future_done(fut))
         return TRUE;
-    const char *what = rpc_future_description(fut);
-    if (what == NULL)
-        what = "a future";
     SimThread *t = k->current;
     if (t == NULL) {
         /* Scheduler or driver context: run the loop until fut is done. */
         while (!rpc_future_done(fut)) {
             if (!sim_kernel_step(k)) {
+                /* Read the description now: events may have changed it. */
+                const char *what = rpc_future_description(fut);
+                if (what == NULL)
+                    what = "a future";
                 char *report = sim_kernel_deadlock_report(k);
                 char now[32];
                 g_set_error(error, SIM_ERROR, SIM_ERROR_DEADLOCK,
@@ -265,6 +304,9 @@ sim_thread_block_on(SimKernel *k, RpcFuture *fut, GError **error)
         return TRUE;
     }
     SimThreadPool *pool = t->pool;
+    const char *what = rpc_future_description(fut);
+    if (what == NULL)
+        what = "a future";
     if (pool->closing) {
         g_set_error(error, SIM_ERROR, SIM_ERROR_TEARDOWN,
                     "the simulation ended while worker%d/t%u was waiting on %s", pool->worker,
@@ -340,6 +382,12 @@ sim_pool_tasks_queued(const SimThreadPool *pool)
 }
 
 guint
+sim_pool_threads_held(const SimThreadPool *pool)
+{
+    return pool->held->len;
+}
+
+guint
 sim_pool_threads_blocked(const SimThreadPool *pool)
 {
     return pool->blocked;
@@ -371,6 +419,9 @@ sim_pool_describe_blocked(const SimThreadPool *pool, GString *out)
                                t->id, sim_time_format(t->blocked_since, since, sizeof since),
                                t->waiting_on);
     }
+    if (pool->held->len > 0)
+        g_string_append_printf(out, "  worker%d: %u thread%s held because the worker is paused\n",
+                               pool->worker, pool->held->len, pool->held->len == 1 ? "" : "s");
     guint queued = g_queue_get_length((GQueue *)&pool->tasks);
     if (queued > 0)
         g_string_append_printf(out,

@@ -39,6 +39,14 @@ SimThreadPool *sim_pool_new(SimKernel *k, gint worker, guint max_threads);
 void sim_pool_close(SimThreadPool *pool);
 void sim_pool_free(SimThreadPool *pool);
 
+/* A paused pool runs nothing: threads due to start or resume wait, in the
+ * order they came due, until the pool is unpaused (a stopped process). */
+void sim_pool_set_paused(SimThreadPool *pool, gboolean paused);
+gboolean sim_pool_is_paused(const SimThreadPool *pool);
+/* Numbers this pool's threads from base + 1 (before any is created), so two
+ * pools of one worker have distinct thread ids in traces. */
+void sim_pool_set_id_base(SimThreadPool *pool, guint base);
+
 /* Runs fn(data) on one of the pool's threads, from an event at the current
  * time; queues it if all threads are busy.  destroy(data) runs after fn, or
  * when the task is dropped at teardown. */
@@ -49,12 +57,14 @@ guint sim_pool_max_threads(const SimThreadPool *pool);
 guint sim_pool_threads_created(const SimThreadPool *pool);
 guint sim_pool_tasks_queued(const SimThreadPool *pool);
 guint sim_pool_threads_blocked(const SimThreadPool *pool);
+/* Threads due to run but held because the pool is paused. */
+guint sim_pool_threads_held(const SimThreadPool *pool);
 /* Largest number of threads busy at once so far. */
 guint sim_pool_busy_high_water(const SimThreadPool *pool);
 
 /* The running virtual thread, or NULL outside one. */
 SimThread *sim_thread_current(const SimKernel *k);
-guint sim_thread_id(const SimThread *t);   /* 1, 2, … within its pool */
+guint sim_thread_id(const SimThread *t); /* id_base + 1, + 2, … within its pool */
 gint sim_thread_worker(const SimThread *t);
 
 /* Waits until fut is done (see above).  FALSE + error on deadlock (outside
