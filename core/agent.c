@@ -544,14 +544,12 @@ send_request(RpcAgent *a, gint dst, RpcMessageType type, RpcValue *body, RpcTime
     RpcMessage *msg = rpc_message_new(type, id, payload, tensors);
     GBytes *wire = rpc_message_encode(msg);
     RpcFuture *fut = rpc_future_new(a->ex);
-    char *desc = g_strdup_printf("%s to %s (message %" G_GINT64_FORMAT ")", what,
-                                 a->names[dst], id);
+    /* For deadlock reports; built without printf: this is the hot path. */
+    char *desc = g_strconcat("the reply to ", what, " from ", a->names[dst], NULL);
     rpc_future_set_description(fut, desc);
     g_free(desc);
     RpcTime effective = timeout == RPC_TIMEOUT_UNSET ? a->default_timeout : timeout;
-    char *label = g_strdup_printf("%s %s", rpc_message_type_name(type), what);
-    TRACE(a, tk_send, dst, id, (gint64)g_bytes_get_size(wire), label);
-    g_free(label);
+    TRACE(a, tk_send, dst, id, (gint64)g_bytes_get_size(wire), what);
     GError *send_err = NULL;
     if (!rpc_transport_send(a->tr, a->id, dst, msg, wire, &send_err)) {
         TRACE(a, tk_send_failed, dst, id, 0, send_err->message);
@@ -892,9 +890,7 @@ handle_request(gpointer data)
     if (rpc_value_type(body) == RPC_VALUE_LIST && rpc_value_list_len(body) > 0 &&
         rpc_value_type(rpc_value_list_get(body, 0)) == RPC_VALUE_STRING)
         fname = rpc_value_get_string(rpc_value_list_get(body, 0));
-    char *label = g_strdup_printf("%s %s", rpc_message_type_name(type), fname);
-    TRACE(a, tk_serve, in->from, id, 0, label);
-    g_free(label);
+    TRACE(a, tk_serve, in->from, id, 0, fname);
     switch (type) {
     case RPC_MSG_PYTHON_CALL:
     case RPC_MSG_SCRIPT_CALL:

@@ -188,8 +188,8 @@ encode_opaque(Encoder *e, const RpcValue *v, guint depth, GError **error)
         return FALSE;
     }
     put_u8(&e->buf, TAG_EXTENSION);
-    gboolean ok = put_str(e, ext_name, "extension name", error) &&
-                  encode_value(e, wire, depth + 1, error);
+    gboolean ok =
+        put_str(e, ext_name, "extension name", error) && encode_value(e, wire, depth + 1, error);
     rpc_value_unref(wire);
     return ok;
 }
@@ -296,8 +296,7 @@ encode_value(Encoder *e, const RpcValue *v, guint depth, GError **error)
 }
 
 GBytes *
-rpc_codec_encode(const RpcValue *v, GPtrArray *tensors, const RpcCodecHooks *hooks,
-                 GError **error)
+rpc_codec_encode(const RpcValue *v, GPtrArray *tensors, const RpcCodecHooks *hooks, GError **error)
 {
     g_return_val_if_fail(v != NULL, NULL);
     g_return_val_if_fail(error == NULL || *error == NULL, NULL);
@@ -332,8 +331,8 @@ need(Decoder *d, gsize n, const char *what, GError **error)
     if (G_LIKELY(n <= d->len - d->pos))
         return TRUE;
     g_set_error(error, RPC_ERROR, RPC_ERROR_RUNTIME,
-                "truncated payload: need %" G_GSIZE_FORMAT " byte%s for %s at offset %" G_GSIZE_FORMAT
-                ", have %" G_GSIZE_FORMAT,
+                "truncated payload: need %" G_GSIZE_FORMAT
+                " byte%s for %s at offset %" G_GSIZE_FORMAT ", have %" G_GSIZE_FORMAT,
                 n, n == 1 ? "" : "s", what, d->pos, d->len - d->pos);
     return FALSE;
 }
@@ -472,7 +471,8 @@ decode_dict(Decoder *d, gsize at, guint depth, GError **error)
         char *key = get_str(d, "a dict key", error);
         if (key == NULL)
             goto fail;
-        gboolean dup = seen ? g_hash_table_contains(seen, key) : rpc_value_dict_get(dict, key) != NULL;
+        gboolean dup =
+            seen ? g_hash_table_contains(seen, key) : rpc_value_dict_get(dict, key) != NULL;
         if (dup) {
             g_set_error(error, RPC_ERROR, RPC_ERROR_RUNTIME,
                         "duplicate dict key '%s' at offset %" G_GSIZE_FORMAT, key, key_at);
@@ -527,9 +527,10 @@ decode_error_value(Decoder *d, GError **error)
     RpcValue *v = NULL;
     if (kind == RPC_ERROR_USER ? builtin
                                : strcmp(name, rpc_error_kind_name((RpcErrorKind)kind)) != 0) {
-        g_set_error(error, RPC_ERROR, RPC_ERROR_RUNTIME,
-                    "exception kind %u does not match its type name '%s' at offset %" G_GSIZE_FORMAT,
-                    kind, name, name_at);
+        g_set_error(
+            error, RPC_ERROR, RPC_ERROR_RUNTIME,
+            "exception kind %u does not match its type name '%s' at offset %" G_GSIZE_FORMAT, kind,
+            name, name_at);
     } else if (kind == RPC_ERROR_USER) {
         v = rpc_value_new_error_user(name, message);
     } else {
@@ -628,8 +629,8 @@ decode_value(Decoder *d, guint depth, GError **error)
         guint n = d->tensors ? d->tensors->len : 0;
         if (idx >= n) {
             g_set_error(error, RPC_ERROR, RPC_ERROR_RUNTIME,
-                        "tensor index %u out of range (%u tensors) at offset %" G_GSIZE_FORMAT,
-                        idx, n, at);
+                        "tensor index %u out of range (%u tensors) at offset %" G_GSIZE_FORMAT, idx,
+                        n, at);
             return NULL;
         }
         return rpc_value_new_tensor(rpc_tensor_ref(g_ptr_array_index(d->tensors, idx)));
@@ -667,7 +668,8 @@ rpc_codec_decode(const guint8 *data, gsize len, GPtrArray *tensors, const RpcCod
     if (v != NULL && d.pos != len) {
         gsize extra = len - d.pos;
         g_set_error(error, RPC_ERROR, RPC_ERROR_RUNTIME,
-                    "trailing bytes after value: %" G_GSIZE_FORMAT " byte%s at offset %" G_GSIZE_FORMAT,
+                    "trailing bytes after value: %" G_GSIZE_FORMAT
+                    " byte%s at offset %" G_GSIZE_FORMAT,
                     extra, extra == 1 ? "" : "s", d.pos);
         rpc_value_unref(v);
         return NULL;

@@ -37,7 +37,7 @@
 
 G_BEGIN_DECLS
 
-#define RPC_CODEC_MAX_DEPTH 64
+#define RPC_CODEC_MAX_DEPTH         64
 #define RPC_CODEC_MSG_PICKLE_FUTURE "Can not pickle torch.futures.Future"
 
 typedef struct RpcCodecHooks {

@@ -21,7 +21,7 @@
 
 #include "core/error.h"
 
-#define WIRE_MAGIC "RPCS"
+#define WIRE_MAGIC      "RPCS"
 #define WIRE_MAGIC_SIZE 4
 /* dtype u8 + ndim u8 + the data of a 0-d float32: the smallest tensor. */
 #define TENSOR_MIN_BYTES 6
@@ -41,7 +41,10 @@ typedef struct {
     const char *name;
 } TypeName;
 
-#define T(name) {RPC_MSG_##name, #name}
+#define T(name)                                                                                    \
+    {                                                                                              \
+        RPC_MSG_##name, #name                                                                      \
+    }
 static const TypeName type_names[] = {
     T(SCRIPT_CALL),
     T(SCRIPT_RET),
@@ -134,7 +137,8 @@ rpc_message_new(RpcMessageType type, gint64 id, GBytes *payload, GPtrArray *tens
     m->type = type;
     m->id = id;
     m->payload = payload ? payload : g_bytes_new_static("", 0);
-    m->tensors = tensors ? tensors : g_ptr_array_new_with_free_func((GDestroyNotify)rpc_tensor_unref);
+    m->tensors =
+        tensors ? tensors : g_ptr_array_new_with_free_func((GDestroyNotify)rpc_tensor_unref);
     return m;
 }
 
@@ -317,8 +321,8 @@ need(Reader *r, gsize n, const char *what, guint index, GError **error)
         return TRUE;
     char *thing = g_strdup_printf(what, index);
     g_set_error(error, RPC_ERROR, RPC_ERROR_RUNTIME,
-                "truncated message: need %" G_GSIZE_FORMAT " byte%s for %s at offset %" G_GSIZE_FORMAT
-                ", have %" G_GSIZE_FORMAT,
+                "truncated message: need %" G_GSIZE_FORMAT
+                " byte%s for %s at offset %" G_GSIZE_FORMAT ", have %" G_GSIZE_FORMAT,
                 n, n == 1 ? "" : "s", thing, r->pos, r->len - r->pos);
     g_free(thing);
     return FALSE;
@@ -494,7 +498,8 @@ rpc_message_decode(const guint8 *data, gsize len, GError **error)
     if (r.pos != len) {
         gsize extra = len - r.pos;
         g_set_error(error, RPC_ERROR, RPC_ERROR_RUNTIME,
-                    "trailing bytes after message: %" G_GSIZE_FORMAT " byte%s at offset %" G_GSIZE_FORMAT,
+                    "trailing bytes after message: %" G_GSIZE_FORMAT
+                    " byte%s at offset %" G_GSIZE_FORMAT,
                     extra, extra == 1 ? "" : "s", r.pos);
         goto fail_tensors;
     }

@@ -35,11 +35,11 @@
 
 G_BEGIN_DECLS
 
-#define RPC_WIRE_VERSION 1
+#define RPC_WIRE_VERSION     1
 #define RPC_WIRE_HEADER_SIZE 20
-#define RPC_WIRE_MAX_BYTES ((gsize)256 * 1024 * 1024)
+#define RPC_WIRE_MAX_BYTES   ((gsize)256 * 1024 * 1024)
 
-#define RPC_MSG_REQUEST 0x100
+#define RPC_MSG_REQUEST  0x100
 #define RPC_MSG_RESPONSE 0x200
 
 typedef enum {

@@ -30,7 +30,10 @@ struct RpcValue {
             gsize len;
         } str;
         GPtrArray *list; /* of RpcValue* */
-        GArray *dict;    /* of DictEntry, insertion order */
+        struct {
+            GArray *entries;   /* of DictEntry, insertion order */
+            GHashTable *index; /* key → position + 1, built past DICT_INDEX_MIN keys */
+        } dict;
         RpcTensor *tensor;
         struct {
             char *name;
@@ -93,12 +96,14 @@ value_free(RpcValue *v)
         g_ptr_array_unref(v->u.list);
         break;
     case RPC_VALUE_DICT:
-        for (guint i = 0; i < v->u.dict->len; i++) {
-            DictEntry *e = &g_array_index(v->u.dict, DictEntry, i);
+        for (guint i = 0; i < v->u.dict.entries->len; i++) {
+            DictEntry *e = &g_array_index(v->u.dict.entries, DictEntry, i);
             g_free(e->key);
             rpc_value_unref(e->value);
         }
-        g_array_unref(v->u.dict);
+        g_array_unref(v->u.dict.entries);
+        if (v->u.dict.index)
+            g_hash_table_unref(v->u.dict.index);
         break;
     case RPC_VALUE_TENSOR:
         rpc_tensor_unref(v->u.tensor);
@@ -203,7 +208,7 @@ RpcValue *
 rpc_value_new_dict(void)
 {
     RpcValue *v = value_alloc(RPC_VALUE_DICT);
-    v->u.dict = g_array_new(FALSE, FALSE, sizeof(DictEntry));
+    v->u.dict.entries = g_array_new(FALSE, FALSE, sizeof(DictEntry));
     return v;
 }
 
@@ -411,11 +416,19 @@ rpc_value_list_get(const RpcValue *list, guint i)
     return g_ptr_array_index(list->u.list, i);
 }
 
+/* Small dicts are searched linearly; past this many keys a hash index keeps
+ * building and lookup linear overall (a decoded message can hold many). */
+#define DICT_INDEX_MIN 8
+
 static DictEntry *
 dict_find(const RpcValue *dict, const char *key)
 {
-    for (guint i = 0; i < dict->u.dict->len; i++) {
-        DictEntry *e = &g_array_index(dict->u.dict, DictEntry, i);
+    if (dict->u.dict.index) {
+        guint pos = GPOINTER_TO_UINT(g_hash_table_lookup(dict->u.dict.index, key));
+        return pos ? &g_array_index(dict->u.dict.entries, DictEntry, pos - 1) : NULL;
+    }
+    for (guint i = 0; i < dict->u.dict.entries->len; i++) {
+        DictEntry *e = &g_array_index(dict->u.dict.entries, DictEntry, i);
         if (strcmp(e->key, key) == 0)
             return e;
     }
@@ -435,7 +448,17 @@ rpc_value_dict_set(RpcValue *dict, const char *key, RpcValue *item)
         return;
     }
     DictEntry ne = {g_strdup(key), item};
-    g_array_append_val(dict->u.dict, ne);
+    g_array_append_val(dict->u.dict.entries, ne);
+    GArray *es = dict->u.dict.entries;
+    if (dict->u.dict.index) {
+        g_hash_table_insert(dict->u.dict.index, ne.key, GUINT_TO_POINTER(es->len));
+    } else if (es->len > DICT_INDEX_MIN) {
+        /* keys are owned by the entries, which never move their strings */
+        dict->u.dict.index = g_hash_table_new(g_str_hash, g_str_equal);
+        for (guint i = 0; i < es->len; i++)
+            g_hash_table_insert(dict->u.dict.index, g_array_index(es, DictEntry, i).key,
+                                GUINT_TO_POINTER(i + 1));
+    }
 }
 
 RpcValue *
@@ -451,23 +474,23 @@ guint
 rpc_value_dict_len(const RpcValue *dict)
 {
     CHECK_TYPE(dict, RPC_VALUE_DICT, 0);
-    return dict->u.dict->len;
+    return dict->u.dict.entries->len;
 }
 
 const char *
 rpc_value_dict_key_at(const RpcValue *dict, guint i)
 {
     CHECK_TYPE(dict, RPC_VALUE_DICT, NULL);
-    g_return_val_if_fail(i < dict->u.dict->len, NULL);
-    return g_array_index(dict->u.dict, DictEntry, i).key;
+    g_return_val_if_fail(i < dict->u.dict.entries->len, NULL);
+    return g_array_index(dict->u.dict.entries, DictEntry, i).key;
 }
 
 RpcValue *
 rpc_value_dict_value_at(const RpcValue *dict, guint i)
 {
     CHECK_TYPE(dict, RPC_VALUE_DICT, NULL);
-    g_return_val_if_fail(i < dict->u.dict->len, NULL);
-    return g_array_index(dict->u.dict, DictEntry, i).value;
+    g_return_val_if_fail(i < dict->u.dict.entries->len, NULL);
+    return g_array_index(dict->u.dict.entries, DictEntry, i).value;
 }
 
 RpcErrorKind
@@ -537,10 +560,10 @@ rpc_value_equal(const RpcValue *a, const RpcValue *b)
                 return FALSE;
         return TRUE;
     case RPC_VALUE_DICT:
-        if (a->u.dict->len != b->u.dict->len)
+        if (a->u.dict.entries->len != b->u.dict.entries->len)
             return FALSE;
-        for (guint i = 0; i < a->u.dict->len; i++) {
-            DictEntry *e = &g_array_index(a->u.dict, DictEntry, i);
+        for (guint i = 0; i < a->u.dict.entries->len; i++) {
+            DictEntry *e = &g_array_index(a->u.dict.entries, DictEntry, i);
             if (!rpc_value_equal(e->value, rpc_value_dict_get(b, e->key)))
                 return FALSE;
         }
@@ -668,8 +691,8 @@ repr_into(GString *out, const RpcValue *v)
         break;
     case RPC_VALUE_DICT:
         g_string_append_c(out, '{');
-        for (guint i = 0; i < v->u.dict->len; i++) {
-            DictEntry *e = &g_array_index(v->u.dict, DictEntry, i);
+        for (guint i = 0; i < v->u.dict.entries->len; i++) {
+            DictEntry *e = &g_array_index(v->u.dict.entries, DictEntry, i);
             if (i)
                 g_string_append(out, ", ");
             repr_string(out, e->key, strlen(e->key));
@@ -732,8 +755,8 @@ rpc_value_contains_future(const RpcValue *v)
                 return TRUE;
         return FALSE;
     case RPC_VALUE_DICT:
-        for (guint i = 0; i < v->u.dict->len; i++)
-            if (rpc_value_contains_future(g_array_index(v->u.dict, DictEntry, i).value))
+        for (guint i = 0; i < v->u.dict.entries->len; i++)
+            if (rpc_value_contains_future(g_array_index(v->u.dict.entries, DictEntry, i).value))
                 return TRUE;
         return FALSE;
     default:

@@ -80,8 +80,8 @@ SimFaults *
 sim_faults_new(void)
 {
     SimFaults *f = g_new0(SimFaults, 1);
-    f->failed = g_hash_table_new_full(g_bytes_hash, g_bytes_equal,
-                                      (GDestroyNotify)g_bytes_unref, NULL);
+    f->failed =
+        g_hash_table_new_full(g_bytes_hash, g_bytes_equal, (GDestroyNotify)g_bytes_unref, NULL);
     return f;
 }
 

@@ -54,8 +54,7 @@ guint sim_faults_n_delay_types(const SimFaults *f);
  * fail; counts it.  payload (transfer none; NULL = empty) is rendered in the
  * message with bytes outside printable ASCII as "\xNN" and a backslash as
  * "\\" (PyTorch prints them raw; a GError message must be UTF-8). */
-gboolean sim_faults_check_send(SimFaults *f, RpcMessageType type, GBytes *payload,
-                               GError **error);
+gboolean sim_faults_check_send(SimFaults *f, RpcMessageType type, GBytes *payload, GError **error);
 /* The delay for this type (0 if none); counts a fired delay when > 0. */
 SimTime sim_faults_delay_for(SimFaults *f, RpcMessageType type);
 

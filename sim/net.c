@@ -102,9 +102,9 @@ typedef enum {
 
 typedef struct Pending Pending;
 struct Pending {
-    SimNet *net;      /* NULL once detached by sim_net_free */
-    SimEvent *ev;     /* valid while linked */
-    Pending *prev;    /* the net's list of scheduled events */
+    SimNet *net;   /* NULL once detached by sim_net_free */
+    SimEvent *ev;  /* valid while linked */
+    Pending *prev; /* the net's list of scheduled events */
     Pending *next;
     PendingKind kind;
     gint from, to;
@@ -468,8 +468,7 @@ schedule_drain(SimNet *net, gint worker)
     HoldQueue *hq = g_hash_table_lookup(net->holds, GINT_TO_POINTER(worker));
     if (hq == NULL || hq->drain != NULL || g_queue_is_empty(&hq->q))
         return;
-    hq->drain =
-        pending_schedule(net, sim_kernel_now(net->k), PENDING_DRAIN, -1, worker, NULL, 0);
+    hq->drain = pending_schedule(net, sim_kernel_now(net->k), PENDING_DRAIN, -1, worker, NULL, 0);
 }
 
 /* Delivers, bounces or holds one copy that got through the network;

@@ -122,7 +122,7 @@ typedef struct SimNetStats {
     guint64 dropped_loss;
     guint64 dropped_partition;
     guint64 duplicated; /* extra copies scheduled */
-    guint64 reordered; /* messages that overtook an earlier one */
+    guint64 reordered;  /* messages that overtook an earlier one */
     guint64 bounced;
     guint64 held_paused; /* arrivals held (paused destination, or behind its held ones) */
 } SimNetStats;

@@ -4,8 +4,8 @@
  * (see the byte layout in trace.h), never on addresses, on which sinks are
  * attached or on whether text is produced.
  *
- * Cost: sim_trace_emit() always folds the record (FNV-1a, one multiply per
- * byte: ~40 bytes plus the kind name and detail) and counts it.  Nothing is
+ * Cost: sim_trace_emit() always folds the record (one multiply per 8-byte
+ * word: ~6 words plus the kind name and detail) and counts it.  Nothing is
  * formatted or allocated unless a text output (keep_lines / write_to) or a
  * sink is attached; the text is then built once per record in a reused
  * buffer and shared by both text outputs.
@@ -18,12 +18,12 @@
 
 #include <string.h>
 
-#define FNV64_OFFSET G_GUINT64_CONSTANT(0xcbf29ce484222325)
-#define FNV64_PRIME  G_GUINT64_CONSTANT(0x100000001b3)
+#define FOLD_SEED G_GUINT64_CONSTANT(0xcbf29ce484222325)
+#define FOLD_MUL G_GUINT64_CONSTANT(0xff51afd7ed558ccd)
 
-/* Folded in place of the detail when it is NULL, so that NULL and ""
- * (which folds a lone 0 byte) differ. */
-#define DETAIL_NULL_BYTE 0xff
+/* Folded in place of the detail when it is NULL, so that NULL and "" (whose
+ * fold is just its length word 0) differ. */
+#define DETAIL_NULL_WORD G_GUINT64_CONSTANT(0xffffffffffffffff)
 
 typedef struct {
     SimTraceSink fn;
@@ -32,7 +32,7 @@ typedef struct {
 } Sink;
 
 struct SimTrace {
-    guint64 fold;      /* running FNV-1a state, before the finaliser */
+    guint64 fold;      /* running fold state, before the finaliser */
     guint64 count;     /* records emitted */
     GArray *sinks;     /* of Sink, in the order added */
     GPtrArray *lines;  /* owned strings; NULL when lines are not kept */
@@ -42,27 +42,31 @@ struct SimTrace {
 };
 
 static inline guint64
-fold_byte(guint64 h, guchar b)
+fold_word(guint64 h, guint64 w)
 {
-    return (h ^ b) * FNV64_PRIME;
+    h = (h ^ w) * FOLD_MUL;
+    return h ^ (h >> 29);
 }
 
-/* Little-endian whatever the host order. */
-static inline guint64
-fold_le(guint64 h, guint64 v, int nbytes)
-{
-    for (int i = 0; i < nbytes; i++)
-        h = fold_byte(h, (guchar)(v >> (8 * i)));
-    return h;
-}
-
-/* The string's bytes and its terminating 0 byte. */
+/* The string's bytes as little-endian 8-byte words (the last one padded
+ * with zero bytes), then its length: so "a" and "a\0"-like prefixes, and ""
+ * and a NULL detail, all differ. */
 static inline guint64
 fold_str(guint64 h, const char *s)
 {
-    for (const guchar *p = (const guchar *)s; *p != '\0'; p++)
-        h = fold_byte(h, *p);
-    return fold_byte(h, 0);
+    gsize len = strlen(s);
+    gsize i = 0;
+    for (; i + 8 <= len; i += 8) {
+        guint64 w;
+        memcpy(&w, s + i, 8);
+        h = fold_word(h, GUINT64_FROM_LE(w));
+    }
+    if (i < len) {
+        guint64 w = 0;
+        memcpy(&w, s + i, len - i); /* little-endian hosts; see below */
+        h = fold_word(h, GUINT64_FROM_LE(w));
+    }
+    return fold_word(h, (guint64)len);
 }
 
 /* splitmix64's output finaliser (no increment): a bijection, so distinct
@@ -80,7 +84,7 @@ SimTrace *
 sim_trace_new(void)
 {
     SimTrace *t = g_new0(SimTrace, 1);
-    t->fold = FNV64_OFFSET;
+    t->fold = FOLD_SEED;
     t->sinks = g_array_new(FALSE, FALSE, sizeof(Sink));
     return t;
 }
@@ -181,14 +185,13 @@ sim_trace_emit(SimTrace *t, SimTime time, gint worker, guint thread, const SimTr
     g_return_if_fail(!t->emitting);
 
     guint64 h = t->fold;
-    h = fold_le(h, (guint64)time, 8);
-    h = fold_le(h, (guint32)worker, 4);
-    h = fold_le(h, (guint32)thread, 4);
+    h = fold_word(h, (guint64)time);
+    h = fold_word(h, (guint64)(guint32)worker | ((guint64)(guint32)thread << 32));
     h = fold_str(h, kind->name);
-    h = fold_le(h, (guint64)a, 8);
-    h = fold_le(h, (guint64)b, 8);
-    h = fold_le(h, (guint64)c, 8);
-    h = detail != NULL ? fold_str(h, detail) : fold_byte(h, DETAIL_NULL_BYTE);
+    h = fold_word(h, (guint64)a);
+    h = fold_word(h, (guint64)b);
+    h = fold_word(h, (guint64)c);
+    h = detail != NULL ? fold_str(h, detail) : fold_word(h, DETAIL_NULL_WORD);
     t->fold = h;
     t->count++;
 

@@ -16,21 +16,21 @@
  * trailing space).  Control bytes in the kind name and the detail are
  * escaped (\n, \r, \t, \xNN) so that a record is always one line.
  *
- * Fingerprint: FNV-1a-style 64-bit fold, over each record's fields in a fixed
- * byte order: time (8 bytes LE), worker (4), thread (4), kind name bytes and
- * a 0 byte, a, b, c (8 bytes LE each), detail bytes and a 0 byte — then a
- * final avalanche (splitmix64 finaliser) when read.  Only values, never
- * addresses, go in.
+ * Fingerprint: a 64-bit fold over each record's fields, one 64-bit word at
+ * a time, then a final avalanche (splitmix64 finaliser) when read.  Only
+ * values, never addresses, go in.
  *
- * Exactly: FNV-1a 64 (offset basis 0xcbf29ce484222325, prime 0x100000001b3,
- * h = (h ^ byte) * prime), starting from the offset basis for the whole run.
- * worker and thread are folded as their 32-bit two's-complement bit patterns
- * (-1 is ff ff ff ff).  A NULL detail folds the single byte 0xff in place of
- * "bytes and a 0 byte", so NULL and "" differ.  The kind's labels are not
- * folded (they only name fields).  The finaliser is splitmix64's mix without
- * the increment: z ^= z >> 30; z *= 0xbf58476d1ce4e5b9; z ^= z >> 27;
- * z *= 0x94d049bb133111eb; z ^= z >> 31.  Attaching sinks or text outputs
- * never changes the fingerprint.
+ * Exactly: h starts at 0xcbf29ce484222325 for the whole run; folding a word
+ * w is h = (h ^ w) * 0xff51afd7ed558ccd; h ^= h >> 29.  A record folds, in
+ * order: time; worker | thread << 32 (each as its 32-bit two's-complement
+ * pattern, -1 is 0xffffffff); the kind name; a; b; c; the detail.  A string
+ * folds as its bytes in little-endian 8-byte words (the last one padded with
+ * zero bytes) followed by its length; a NULL detail folds the single word
+ * 0xffffffffffffffff instead, so NULL and "" differ.  The kind's labels are
+ * not folded (they only name fields).  The finaliser is splitmix64's mix
+ * without the increment: z ^= z >> 30; z *= 0xbf58476d1ce4e5b9;
+ * z ^= z >> 27; z *= 0x94d049bb133111eb; z ^= z >> 31.  Attaching sinks or
+ * text outputs never changes the fingerprint.
  */
 #ifndef SIM_TRACE_H
 #define SIM_TRACE_H

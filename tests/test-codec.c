@@ -158,8 +158,8 @@ guard_init(Guard *g, gsize max_len)
 {
     g->page = (gsize)sysconf(_SC_PAGESIZE);
     g->size = MAX((max_len + g->page - 1) / g->page, 1) * g->page;
-    g->base = mmap(NULL, g->size + g->page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
-                   -1, 0);
+    g->base =
+        mmap(NULL, g->size + g->page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     g_assert_true(g->base != MAP_FAILED);
     g_assert_cmpint(mprotect(g->base + g->size, g->page, PROT_NONE), ==, 0);
 }
@@ -295,18 +295,19 @@ nested_value(void)
 {
     RpcValue *kwargs = rpc_value_new_dict();
     rpc_value_dict_set(kwargs, "alpha", rpc_value_new_double(1.5));
-    rpc_value_dict_set(kwargs, "beta",
-                       list_of(3, rpc_value_none(), rpc_value_new_bool(TRUE),
-                               rpc_value_new_string("x")));
+    rpc_value_dict_set(
+        kwargs, "beta",
+        list_of(3, rpc_value_none(), rpc_value_new_bool(TRUE), rpc_value_new_string("x")));
     rpc_value_dict_set(kwargs, "err", rpc_value_new_error(RPC_ERROR_VALUE, "bad value"));
     rpc_value_dict_set(kwargs, "who", rpc_value_new_worker_info("worker1", 1));
     RpcValue *inner = rpc_value_new_dict();
-    rpc_value_dict_set(inner, "t", rpc_value_new_tensor(tensor(F64, 1, SHAPE(3), VALS(0.5, -1, 2))));
+    rpc_value_dict_set(inner, "t",
+                       rpc_value_new_tensor(tensor(F64, 1, SHAPE(3), VALS(0.5, -1, 2))));
     rpc_value_dict_set(inner, "b", rpc_value_new_bytes((const guint8 *)"\0\1\2", 3));
-    return list_of(4, rpc_value_new_string("my_module.my_add"),
-                   list_of(2, rpc_value_new_tensor(tensor(F32, 2, SHAPE(2, 2), VALS(1, 2, 3, 4))),
-                           kwargs),
-                   list_of(1, inner), rpc_value_new_int(G_MININT64));
+    return list_of(
+        4, rpc_value_new_string("my_module.my_add"),
+        list_of(2, rpc_value_new_tensor(tensor(F32, 2, SHAPE(2, 2), VALS(1, 2, 3, 4))), kwargs),
+        list_of(1, inner), rpc_value_new_int(G_MININT64));
 }
 
 /* Encodes v with the test hooks (transfer full); tensors go to *tensors. */
@@ -415,8 +416,8 @@ check_golden(RpcValue *v, const char *want_hex)
     assert_bytes_hex(b, want_hex);
     /* and back */
     GError *err = NULL;
-    RpcValue *out = rpc_codec_decode(g_bytes_get_data(b, NULL), g_bytes_get_size(b), ts,
-                                     &test_hooks, &err);
+    RpcValue *out =
+        rpc_codec_decode(g_bytes_get_data(b, NULL), g_bytes_get_size(b), ts, &test_hooks, &err);
     g_assert_no_error(err);
     g_assert_true(rpc_value_equal(v, out));
     rpc_value_unref(out);
@@ -449,8 +450,7 @@ test_golden(void)
                  "0b 01 0a 00 00 00 56 61 6c 75 65 45 72 72 6f 72 01 00 00 00 78");
     check_golden(rpc_value_new_error_user("MyErr", ""),
                  "0b 09 05 00 00 00 4d 79 45 72 72 00 00 00 00");
-    check_golden(test_obj_new(7),
-                 "0c 07 00 00 00 54 65 73 74 4f 62 6a 03 07 00 00 00 00 00 00 00");
+    check_golden(test_obj_new(7), "0c 07 00 00 00 54 65 73 74 4f 62 6a 03 07 00 00 00 00 00 00 00");
 }
 
 static void
@@ -459,8 +459,17 @@ test_roundtrip_scalars(void)
     roundtrip(rpc_value_none());
     roundtrip(rpc_value_new_bool(TRUE));
     roundtrip(rpc_value_new_bool(FALSE));
-    const gint64 ints[] = {0, 1, -1, 255, 256, G_MAXINT32, G_MININT32, (gint64)G_MAXUINT32,
-                           G_MAXINT64, G_MININT64, G_MININT64 + 1};
+    const gint64 ints[] = {0,
+                           1,
+                           -1,
+                           255,
+                           256,
+                           G_MAXINT32,
+                           G_MININT32,
+                           (gint64)G_MAXUINT32,
+                           G_MAXINT64,
+                           G_MININT64,
+                           G_MININT64 + 1};
     for (gsize i = 0; i < G_N_ELEMENTS(ints); i++) {
         g_autoptr(RpcValue) v = rpc_value_new_int(ints[i]);
         RpcValue *out = roundtrip_full(v, FALSE);
@@ -643,9 +652,9 @@ test_encode_future(void)
     g_assert_cmpstr(msg, ==, "Can not pickle torch.futures.Future");
     check_encode_error(rpc_value_new_future(f), NULL, RPC_ERROR_RUNTIME, msg);
     /* after a tensor was already appended: the list is restored */
-    check_encode_error(list_of(2, rpc_value_new_tensor(rpc_tensor_new_scalar(F32, 2)),
-                               rpc_value_new_future(f)),
-                       &test_hooks, RPC_ERROR_RUNTIME, msg);
+    check_encode_error(
+        list_of(2, rpc_value_new_tensor(rpc_tensor_new_scalar(F32, 2)), rpc_value_new_future(f)),
+        &test_hooks, RPC_ERROR_RUNTIME, msg);
     RpcValue *d = rpc_value_new_dict();
     rpc_value_dict_set(d, "t", rpc_value_new_tensor(rpc_tensor_new_scalar(F32, 2)));
     rpc_value_dict_set(d, "f", list_of(1, rpc_value_new_future(f)));
@@ -713,8 +722,9 @@ static void
 test_extension_decode_errors(void)
 {
     const char *obj = "0c 07 00 00 00 54 65 73 74 4f 62 6a 03 07 00 00 00 00 00 00 00";
-    check_decode_error(obj, 0, NULL, "Can not unpickle extension 'TestObj' without codec hooks "
-                                     "(offset 0)");
+    check_decode_error(obj, 0, NULL,
+                       "Can not unpickle extension 'TestObj' without codec hooks "
+                       "(offset 0)");
     RpcCodecHooks pickle_only = {test_pickle, NULL, NULL};
     check_decode_error(obj, 0, &pickle_only,
                        "Can not unpickle extension 'TestObj' without codec hooks (offset 0)");
@@ -727,6 +737,52 @@ test_extension_decode_errors(void)
     GPtrArray *none = NULL;
     g_autoptr(RpcValue) v = decode_hex_ok(obj, none);
     g_assert_cmpint(((TestObj *)rpc_value_get_opaque(v, &test_obj_type))->n, ==, 7);
+}
+
+/* Hooks that break their contract still give a clean error and no leak. */
+static gboolean
+pickle_fail_silently(gpointer data, const RpcValue *opaque, const char **ext_name,
+                     RpcValue **wire_value, GError **error)
+{
+    *wire_value = rpc_value_new_int(1); /* dropped by the codec */
+    return FALSE;
+}
+
+static gboolean
+pickle_no_value(gpointer data, const RpcValue *opaque, const char **ext_name, RpcValue **wire_value,
+                GError **error)
+{
+    *ext_name = "TestObj";
+    return TRUE;
+}
+
+static gboolean
+pickle_no_name(gpointer data, const RpcValue *opaque, const char **ext_name, RpcValue **wire_value,
+               GError **error)
+{
+    *wire_value = rpc_value_new_int(1);
+    return TRUE;
+}
+
+static RpcValue *
+unpickle_fail_silently(gpointer data, const char *ext_name, RpcValue *wire_value, GError **error)
+{
+    return NULL;
+}
+
+static void
+test_extension_misbehaving_hooks(void)
+{
+    RpcCodecHooks h = {pickle_fail_silently, unpickle_fail_silently, NULL};
+    check_encode_error(test_obj_new(1), &h, RPC_ERROR_RUNTIME, "Can not pickle TestObj object");
+    h.pickle = pickle_no_value;
+    check_encode_error(test_obj_new(1), &h, RPC_ERROR_RUNTIME,
+                       "Can not pickle TestObj object: the pickle hook returned no value");
+    h.pickle = pickle_no_name;
+    check_encode_error(test_obj_new(1), &h, RPC_ERROR_RUNTIME,
+                       "Can not pickle TestObj object: the pickle hook returned no extension name");
+    check_decode_error("07 01 00 00 00 0c 01 00 00 00 78 00", 0, &h,
+                       "Can not unpickle extension 'x' (offset 5)");
 }
 
 /* ---- /codec: hostile input ----------------------------------------------- */
@@ -895,7 +951,7 @@ test_codec_split_points(void)
 
 /* Decodes a payload that may be garbage: a clean error or a value that
  * re-encodes (and, with no tensors, to the very same bytes). */
-static void
+static gboolean
 decode_payload_any(const guint8 *p, gsize len, GPtrArray *ts, const char *what, guint64 seed,
                    guint iter)
 {
@@ -906,7 +962,7 @@ decode_payload_any(const guint8 *p, gsize len, GPtrArray *ts, const char *what, 
             g_error("%s (seed 0x%" G_GINT64_MODIFIER "x, iteration %u): bad error %s", what, seed,
                     iter, err ? err->message : "(none)");
         g_clear_error(&err);
-        return;
+        return FALSE;
     }
     GPtrArray *ts2 = tensor_array();
     GBytes *again = rpc_codec_encode(v, ts2, &test_hooks, &err);
@@ -918,12 +974,13 @@ decode_payload_any(const guint8 *p, gsize len, GPtrArray *ts, const char *what, 
         gsize n = 0;
         const guint8 *q = g_bytes_get_data(again, &n);
         if (n != len || memcmp(p, q, n) != 0)
-            g_error("%s (seed 0x%" G_GINT64_MODIFIER "x, iteration %u): not canonical", what,
-                    seed, iter);
+            g_error("%s (seed 0x%" G_GINT64_MODIFIER "x, iteration %u): not canonical", what, seed,
+                    iter);
     }
     g_bytes_unref(again);
     g_ptr_array_unref(ts2);
     rpc_value_unref(v);
+    return TRUE;
 }
 
 static const guint8 corrupt_values[] = {0x00, 0xff, 0x7f, 0x80};
@@ -991,6 +1048,7 @@ test_codec_fuzz(void)
     guard_init(&g, 4096);
     guint8 buf[512];
     guint iters = fuzz_iterations();
+    guint decoded = 0;
     for (guint it = 0; it < iters; it++) {
         gsize len;
         GPtrArray *use_ts = (it & 1) ? ts : NULL;
@@ -1026,9 +1084,11 @@ test_codec_fuzz(void)
             }
             use_ts = ts;
         }
-        decode_payload_any(guard_put(&g, buf, len), len, use_ts, "payload fuzz", seed, it);
+        decoded +=
+            decode_payload_any(guard_put(&g, buf, len), len, use_ts, "payload fuzz", seed, it);
     }
-    g_test_message("%u fuzzed payloads (seed 0x%" G_GINT64_MODIFIER "x)", iters, seed);
+    g_test_message("%u fuzzed payloads, %u decoded (seed 0x%" G_GINT64_MODIFIER "x)", iters,
+                   decoded, seed);
     guard_clear(&g);
     g_ptr_array_unref(payloads);
     g_ptr_array_unref(ts);
@@ -1117,8 +1177,7 @@ test_message_basics(void)
 static void
 test_message_golden(void)
 {
-    g_autoptr(RpcMessage) m =
-        rpc_message_new(RPC_MSG_PYTHON_CALL, 7, g_bytes_new("\x00", 1), NULL);
+    g_autoptr(RpcMessage) m = rpc_message_new(RPC_MSG_PYTHON_CALL, 7, g_bytes_new("\x00", 1), NULL);
     g_autoptr(GBytes) wire = rpc_message_encode(m);
     assert_bytes_hex(wire, "52 50 43 53  01  00  02 01  07 00 00 00 00 00 00 00  01 00 00 00  00"
                            "  00 00 00 00");
@@ -1200,9 +1259,9 @@ test_message_roundtrip(void)
     for (guint t = 0; t < 0x400; t++) {
         if (!rpc_message_type_is_known(t))
             continue;
-        RpcMessage *m = rpc_message_new((RpcMessageType)t, (gint64)t * 1000003 - 5,
-                                        g_bytes_new("\x07\x00\x00\x00\x00", 5),
-                                        g_ptr_array_ref(ts));
+        RpcMessage *m =
+            rpc_message_new((RpcMessageType)t, (gint64)t * 1000003 - 5,
+                            g_bytes_new("\x07\x00\x00\x00\x00", 5), g_ptr_array_ref(ts));
         GBytes *w = rpc_message_encode(m);
         GError *err = NULL;
         RpcMessage *m2 = rpc_message_decode(g_bytes_get_data(w, NULL), g_bytes_get_size(w), &err);
@@ -1607,6 +1666,7 @@ main(int argc, char **argv)
     g_test_add_func("/codec/encode/invalid-utf8", test_encode_invalid_utf8);
     g_test_add_func("/codec/extension/roundtrip", test_extension_roundtrip);
     g_test_add_func("/codec/extension/decode-errors", test_extension_decode_errors);
+    g_test_add_func("/codec/extension/misbehaving-hooks", test_extension_misbehaving_hooks);
     g_test_add_func("/codec/decode/hostile", test_decode_hostile);
     g_test_add_func("/codec/decode/depth-cap", test_decode_depth);
     g_test_add_func("/codec/decode/every-split-point", test_codec_split_points);

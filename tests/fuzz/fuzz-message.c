@@ -59,8 +59,8 @@ unpickle(gpointer data, const char *ext_name, RpcValue *wire, GError **error)
         g_set_error(error, RPC_ERROR, RPC_ERROR_RUNTIME, "unknown extension '%s'", ext_name);
         return NULL;
     }
-    return rpc_value_new_opaque(&box_type, g_memdup2(&(gint64){rpc_value_get_int(wire)},
-                                                     sizeof(gint64)));
+    return rpc_value_new_opaque(&box_type,
+                                g_memdup2(&(gint64){rpc_value_get_int(wire)}, sizeof(gint64)));
 }
 
 static const RpcCodecHooks hooks = {pickle, unpickle, NULL};

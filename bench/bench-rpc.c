@@ -1,0 +1,93 @@
+/* bench-rpc.c — simulated rpc_sync round trips per wall-second.
+ *
+ *   bench-rpc               both workloads, figures on stdout
+ *   bench-rpc pingpong N    N round trips worker0 → worker1 (for callgrind)
+ *   bench-rpc random N      N round trips spread over 1,000 workers
+ *
+ * Wall-clock time is measured here, in bench/, only; nothing is asserted.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/agent.h"
+#include "sim/world.h"
+
+typedef struct {
+    SimWorld *w;
+    guint worker;
+    guint n;
+    gboolean random_peer;
+} Load;
+
+static void
+load_run(gpointer data)
+{
+    Load *l = data;
+    RpcAgent *a = sim_world_agent(l->w, l->worker);
+    guint nw = sim_world_n_workers(l->w);
+    SimRng rng;
+    sim_kernel_rng(sim_world_kernel(l->w), "bench", l->worker, &rng);
+    for (guint i = 0; i < l->n; i++) {
+        gint64 peer = l->random_peer ? (gint64)sim_rng_below(&rng, nw) : 1;
+        RpcValue *to = rpc_value_new_int(peer);
+        GError *err = NULL;
+        RpcValue *v = rpc_sync(a, to, "light_rpc", NULL, NULL, RPC_TIMEOUT_UNSET, &err);
+        rpc_value_unref(to);
+        if (v == NULL) {
+            fprintf(stderr, "bench-rpc: %s\n", err->message);
+            exit(1);
+        }
+        rpc_value_unref(v);
+    }
+}
+
+/* Runs `total` round trips over n_workers (each worker's program sends its
+ * share); returns wall seconds. */
+static double
+run(guint n_workers, guint total, gboolean random_peer, guint64 *events)
+{
+    SimWorld *w = sim_world_new(1, n_workers, 16);
+    GError *err = NULL;
+    if (!sim_world_init_rpc(w, &err)) {
+        fprintf(stderr, "bench-rpc: %s\n", err->message);
+        exit(1);
+    }
+    guint senders = random_peer ? n_workers : 1;
+    Load *loads = g_new0(Load, senders);
+    for (guint i = 0; i < senders; i++) {
+        loads[i] = (Load){w, i, total / senders, random_peer};
+        sim_world_spawn_program(w, i, load_run, &loads[i], NULL);
+    }
+    gint64 t0 = g_get_monotonic_time();
+    sim_kernel_run(sim_world_kernel(w));
+    gint64 t1 = g_get_monotonic_time();
+    *events = sim_kernel_events_run(sim_world_kernel(w));
+    sim_world_free(w);
+    g_free(loads);
+    return (double)(t1 - t0) / 1e6;
+}
+
+int
+main(int argc, char **argv)
+{
+    guint64 events;
+    if (argc == 3) {
+        guint n = (guint)strtoul(argv[2], NULL, 10);
+        gboolean random_peer = strcmp(argv[1], "random") == 0;
+        run(random_peer ? 1000 : 2, n, random_peer, &events);
+        printf("rpc: %s %u round trips, %" G_GUINT64_FORMAT " events\n", argv[1], n, events);
+        return 0;
+    }
+    guint n = 200000;
+    double s = run(2, n, FALSE, &events);
+    printf("rpc: ping-pong 2 workers: %u round trips in %.3f s = %.3g round trips/s "
+           "(%.0f ns each, %.1f events each)\n",
+           n, s, n / s, s * 1e9 / n, (double)events / n);
+    n = 200000;
+    s = run(1000, n, TRUE, &events);
+    printf("rpc: 1000 workers, random peers: %u round trips in %.3f s = %.3g round trips/s "
+           "(%.0f ns each)\n",
+           n, s, n / s, s * 1e9 / n);
+    return 0;
+}
