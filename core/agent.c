@@ -149,6 +149,7 @@ rpc_agent_new(const RpcAgentConfig *cfg, GError **error)
     a->store = cfg->store;
     a->reg = cfg->registry;
     a->default_timeout = cfg->rpc_timeout;
+    a->next_message_id = cfg->first_message_id;
     a->prefix = g_strdup(cfg->store_prefix ? cfg->store_prefix : "");
     a->pending = g_hash_table_new_full(g_int64_hash, g_int64_equal, NULL, pending_free);
     a->timeouts = g_array_new(FALSE, FALSE, sizeof(TimeoutEntry));

@@ -57,6 +57,9 @@ typedef struct RpcAgentConfig {
     const char *store_prefix; /* nullable: namespaces this group's store keys
                                 (a group re-initialised after shutdown uses
                                 a new prefix, as PyTorch's tests do) */
+    gint64 first_message_id; /* ids of this agent's requests start here: a worker's
+                                later agent starts past its earlier ones', so a
+                                stale reply to one of those matches no call */
 } RpcAgentConfig;
 
 typedef struct RpcAgentCounters {

@@ -79,7 +79,8 @@ char *sim_cli_fired_text(const GPtrArray *fired);
  * messages=N faults=N [kind=n …] fp=<16 hex>", then on failure each failure
  * (indented) and the replay command. */
 void sim_cli_print_summary(FILE *f, const char *path, const SimRunReport *r);
-/* Writes text with every line after a newline indented by indent. */
+/* Writes text line by line, each line prefixed by indent and the lines after
+ * the first (a deadlock report) by two more spaces. */
 void sim_cli_print_indented(FILE *f, const char *indent, const char *text);
 
 G_END_DECLS

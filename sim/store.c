@@ -29,10 +29,11 @@ st_set(RpcStore *base, const char *key, const char *value)
 {
     SimStore *s = (SimStore *)base;
     g_hash_table_replace(s->values, g_strdup(key), g_strdup(value));
-    GPtrArray *w = g_hash_table_lookup(s->waiters, key);
-    if (w == NULL)
+    gpointer owned_key, w_ptr;
+    if (!g_hash_table_steal_extended(s->waiters, key, &owned_key, &w_ptr))
         return;
-    g_hash_table_steal(s->waiters, key);
+    g_free(owned_key); /* stealing skips the table's key destructor */
+    GPtrArray *w = w_ptr;
     for (guint i = 0; i < w->len; i++)
         rpc_future_complete_if_needed(g_ptr_array_index(w, i), rpc_value_none());
     g_ptr_array_unref(w);

@@ -22,8 +22,10 @@ typedef struct {
     SimExecutor *ex;
     SimFaults *faults;
     RpcAgent *agent;
+    GPtrArray *retired; /* agents replaced by a re-init; freed with the threads */
     char *name;
-    guint inits; /* times init_rpc ran on this worker: the store namespace */
+    guint inits;       /* times init_rpc ran on this worker: the store namespace */
+    guint agents_made; /* agents created for this worker: their message ids */
     gboolean alive;
 } Worker;
 
@@ -148,7 +150,32 @@ worker_up(SimWorld *w, guint i)
     wk->alive = TRUE;
 }
 
-/* Frees the worker's threads, agent and executor (after its pools were
+/* A re-init replaces a shut-down agent, but the worker's threads may still
+ * be running its tasks (a UDF finishing after a non-graceful shutdown, as
+ * PyTorch's pool drains): the old agent lives until those threads are
+ * gone. */
+static void
+worker_retire_agent(Worker *wk)
+{
+    if (wk->agent == NULL)
+        return;
+    if (wk->retired == NULL)
+        wk->retired = g_ptr_array_new_with_free_func((GDestroyNotify)rpc_agent_free);
+    g_ptr_array_add(wk->retired, wk->agent);
+    wk->agent = NULL;
+}
+
+static void
+worker_free_agents(Worker *wk)
+{
+    rpc_agent_free(wk->agent);
+    wk->agent = NULL;
+    if (wk->retired != NULL)
+        g_ptr_array_unref(wk->retired);
+    wk->retired = NULL;
+}
+
+/* Frees the worker's threads, agents and executor (after its pools were
  * closed). */
 static void
 worker_free_parts(Worker *wk)
@@ -156,8 +183,7 @@ worker_free_parts(Worker *wk)
     sim_pool_free(wk->pool);
     sim_pool_free(wk->programs);
     wk->pool = wk->programs = NULL;
-    rpc_agent_free(wk->agent);
-    wk->agent = NULL;
+    worker_free_agents(wk);
     sim_executor_free(wk->ex);
     wk->ex = NULL;
 }
@@ -212,10 +238,8 @@ sim_world_free(SimWorld *w)
             sim_pool_free(w->workers[i].programs);
             w->workers[i].pool = w->workers[i].programs = NULL;
         }
-    for (guint i = 0; i < w->n; i++) {
-        rpc_agent_free(w->workers[i].agent);
-        w->workers[i].agent = NULL;
-    }
+    for (guint i = 0; i < w->n; i++)
+        worker_free_agents(&w->workers[i]);
     for (guint i = 0; i < w->n; i++) {
         sim_executor_free(w->workers[i].ex);
         sim_faults_free(w->workers[i].faults);
@@ -306,6 +330,9 @@ make_agent(SimWorld *w, guint i, const char *name, GError **error)
         .store = sim_store_base(w->store),
         .registry = rpc_registry_new_default(),
         .store_prefix = prefix,
+        /* Each agent of a worker has its own id range (2^40 ids): a reply
+         * still on the wire to an earlier agent never matches a new call. */
+        .first_message_id = (gint64)wk->agents_made++ << 40,
     };
     return rpc_agent_new(&cfg, error);
 }
@@ -338,7 +365,7 @@ sim_world_init_rpc(SimWorld *w, GError **error)
     for (guint i = 0; i < w->n; i++) {
         w->workers[i].inits++;
         if (ok) {
-            rpc_agent_free(w->workers[i].agent);
+            worker_retire_agent(&w->workers[i]);
             w->workers[i].agent = made[i];
         } else {
             rpc_agent_free(made[i]);
@@ -363,7 +390,7 @@ sim_world_init_worker(SimWorld *w, guint worker, const char *name, GError **erro
         rpc_agent_free(a);
         return FALSE;
     }
-    rpc_agent_free(w->workers[worker].agent);
+    worker_retire_agent(&w->workers[worker]);
     w->workers[worker].agent = a;
     return TRUE;
 }

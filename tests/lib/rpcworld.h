@@ -28,7 +28,7 @@
 
 G_BEGIN_DECLS
 
-#define RT_DEFAULT_SEED 20240611u
+#define RT_DEFAULT_SEED    20240611u
 #define RT_DEFAULT_WORKERS 4
 
 typedef enum {
@@ -38,15 +38,15 @@ typedef enum {
 } RtShutdown;
 
 typedef struct RpcTestOptions {
-    guint n_workers;           /* 0: RT_DEFAULT_WORKERS */
-    guint threads_per_worker;  /* 0: RPC_DEFAULT_NUM_WORKER_THREADS */
-    guint64 seed;              /* 0: RT_DEFAULT_SEED */
-    RpcTime rpc_timeout;       /* 0: RPC_DEFAULT_TIMEOUT; RPC_TIMEOUT_NEVER is -2 here */
-    const char *const *names;  /* NULL: worker0, worker1, … */
-    gboolean no_init;          /* do not init_rpc before the bodies run */
-    gboolean pytorch_faults;   /* every worker gets the faulty fixture's defaults (§10) */
+    guint n_workers;          /* 0: RT_DEFAULT_WORKERS */
+    guint threads_per_worker; /* 0: RPC_DEFAULT_NUM_WORKER_THREADS */
+    guint64 seed;             /* 0: RT_DEFAULT_SEED */
+    RpcTime rpc_timeout;      /* 0: RPC_DEFAULT_TIMEOUT; RT_TIMEOUT_NEVER: none */
+    const char *const *names; /* NULL: worker0, worker1, … */
+    gboolean no_init;         /* do not init_rpc before the bodies run */
+    gboolean pytorch_faults;  /* every worker gets the faulty fixture's defaults (§10) */
     RtShutdown shutdown;
-    gboolean expect_deadlock;  /* rt_run() expects SIM_RUN_DEADLOCK instead of IDLE */
+    gboolean expect_deadlock;    /* rt_run() expects SIM_RUN_DEADLOCK instead of IDLE */
     gboolean skip_counter_check; /* leave active calls as they are at the end */
 } RpcTestOptions;
 
@@ -61,17 +61,17 @@ struct RpcTestCtx {
     SimKernel *k;
     guint n;
     RpcTestOptions opts;
-    gpointer data;          /* the test's own state (not freed) */
-    SimRunResult result;    /* of the last rt_run() */
-    char *deadlock_report;  /* of the last rt_run(), NULL if none */
+    gpointer data;         /* the test's own state (not freed) */
+    SimRunResult result;   /* of the last rt_run() */
+    char *deadlock_report; /* of the last rt_run(), NULL if none */
     /* private */
-    RpcTestBody *bodies;    /* by rank, for the next run */
-    guint running;          /* program threads of the current run */
-    guint finished;         /* of those, how many returned */
+    RpcTestBody *bodies; /* by rank, for the next run */
+    guint running;       /* program threads of the current run */
+    guint finished;      /* of those, how many returned */
     guint barrier_arrived;
     RpcFuture *barrier;
     guint live_before;
-    GHashTable *kinds;      /* trace kind name → records so far */
+    GHashTable *kinds; /* trace kind name → records so far */
 };
 
 /* opts may be NULL (the defaults).  Initialises RPC unless opts->no_init. */
@@ -107,7 +107,7 @@ RpcValue *rt_full(gint64 rows, gint64 cols, double fill);
 RpcValue *rt_int(gint64 i);
 RpcValue *rt_str(const char *s);
 RpcValue *rt_name(RpcTestCtx *ctx, gint rank); /* "worker<rank>" as a string value */
-/* A list of the given items (taken), NULL-terminated: rt_args(NULL) is (). */
+/* A list of the given items (taken), NULL-terminated. */
 RpcValue *rt_args(RpcValue *first, ...) G_GNUC_NULL_TERMINATED;
 /* A dict from key, value (taken) pairs, NULL-terminated. */
 RpcValue *rt_kwargs(const char *first_key, ...) G_GNUC_NULL_TERMINATED;
