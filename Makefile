@@ -96,6 +96,7 @@ check-scenarios: all
 
 bench: $(BENCHES) $(O)/rpcsim
 	@for b in $(BENCHES); do echo "== $$b"; $$b || exit 1; done
+	@sh bench/sweep-bench.sh $(O)
 
 coverage:
 	@$(MAKE) --no-print-directory O=build/cov OPT=-O0 \

@@ -66,6 +66,9 @@ struct RpcAgent {
     GHashTable *gather_states; /* sequence id → GatherState* */
     guint64 join_round;
     GHashTable *slots; /* name → RpcValue*, per-worker storage for UDFs */
+    RpcRRefCtx *rrefs; /* the RRef context (rref.c) */
+    GHashTable *seen;  /* (from, request id) pairs served: duplicates dropped */
+    gboolean raise_rref_leaks;
 };
 
 /* --- trace kinds -------------------------------------------------------- */
@@ -128,6 +131,27 @@ pending_free(gpointer p)
     g_free(pd);
 }
 
+/* A request is known by its sender and the sender's message id (ids are
+ * never reused by one agent; see first_message_id). */
+typedef struct {
+    gint from;
+    gint64 id;
+} RequestKey;
+
+static guint
+request_key_hash(gconstpointer p)
+{
+    const RequestKey *k = p;
+    return g_int64_hash(&k->id) ^ (guint)k->from * 2654435761u;
+}
+
+static gboolean
+request_key_equal(gconstpointer x, gconstpointer y)
+{
+    const RequestKey *a = x, *b = y;
+    return a->from == b->from && a->id == b->id;
+}
+
 RpcAgent *
 rpc_agent_new(const RpcAgentConfig *cfg, GError **error)
 {
@@ -157,6 +181,9 @@ rpc_agent_new(const RpcAgentConfig *cfg, GError **error)
     a->gather_states = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, gather_state_free);
     a->slots = g_hash_table_new_full(g_str_hash, g_str_equal, g_free,
                                      (GDestroyNotify)rpc_value_unref);
+    a->raise_rref_leaks = cfg->raise_rref_leaks;
+    a->seen = g_hash_table_new_full(request_key_hash, request_key_equal, g_free, NULL);
+    a->rrefs = rpc_rref_ctx_new(a);
     return a;
 fail:
     rpc_registry_free(cfg->registry);
@@ -172,6 +199,10 @@ rpc_agent_free(RpcAgent *a)
         return;
     if (a->timer_id)
         rpc_executor_cancel(a->ex, a->timer_id);
+    /* Slots may hold RRefs: drop them while the context can still see them. */
+    g_hash_table_remove_all(a->slots);
+    rpc_rref_ctx_free(a->rrefs);
+    g_hash_table_unref(a->seen);
     g_hash_table_unref(a->pending);
     g_array_unref(a->timeouts);
     rpc_future_unref(a->idle);
@@ -298,6 +329,20 @@ rpc_agent_slot_set(RpcAgent *a, const char *name, RpcValue *v)
     g_hash_table_replace(a->slots, g_strdup(name), v);
 }
 
+RpcRRefCtx *
+rpc_agent_rref_ctx(RpcAgent *a)
+{
+    return a->rrefs;
+}
+
+const char *
+rpc_agent_worker_name(RpcAgent *a, gint id)
+{
+    if (a->names == NULL || id < 0 || (guint)id >= a->world_size)
+        return NULL;
+    return a->names[id];
+}
+
 static gboolean
 require_running(const RpcAgent *a, GError **error)
 {
@@ -350,6 +395,14 @@ resolve(RpcAgent *a, const RpcValue *to, GError **error)
         return -1;
     }
     }
+}
+
+gint
+rpc_agent_resolve(RpcAgent *a, const RpcValue *to, GError **error)
+{
+    if (!require_running(a, error))
+        return -1;
+    return resolve(a, to, error);
 }
 
 RpcValue *
@@ -529,20 +582,32 @@ on_timer(gpointer data)
 
 /* --- sending -------------------------------------------------------------- */
 
-/* Sends a request; the returned future (transfer full) completes with the
- * response's value or error.  NULL + error when it cannot be encoded. */
-static RpcFuture *
-send_request(RpcAgent *a, gint dst, RpcMessageType type, RpcValue *body, RpcTime timeout,
-             const char *what, GError **error)
+/* Encodes a message body; RRefs inside are forked (rref.c's pickle hook). */
+static GBytes *
+encode_body(RpcAgent *a, const RpcValue *body, GPtrArray **tensors, GError **error)
 {
-    GPtrArray *tensors = g_ptr_array_new_with_free_func((GDestroyNotify)rpc_tensor_unref);
-    GBytes *payload = rpc_codec_encode(body, tensors, NULL, error);
+    *tensors = g_ptr_array_new_with_free_func((GDestroyNotify)rpc_tensor_unref);
+    RpcCodecHooks hooks = {rpc_rref_pickle, NULL, a};
+    GBytes *payload = rpc_codec_encode(body, *tensors, &hooks, error);
     if (payload == NULL) {
-        g_ptr_array_unref(tensors);
-        return NULL;
+        g_ptr_array_unref(*tensors);
+        *tensors = NULL;
     }
+    return payload;
+}
+
+/* Sends an encoded request (payload and tensors: transfer none, so a retry
+ * can send the same bytes again); the returned future (transfer full)
+ * completes with the response's value or error. */
+static RpcFuture *
+send_encoded(RpcAgent *a, gint dst, RpcMessageType type, GBytes *payload, GPtrArray *tensors,
+             RpcTime timeout, const char *what)
+{
+    GPtrArray *tcopy = g_ptr_array_new_full(tensors->len, (GDestroyNotify)rpc_tensor_unref);
+    for (guint i = 0; i < tensors->len; i++)
+        g_ptr_array_add(tcopy, rpc_tensor_ref(g_ptr_array_index(tensors, i)));
     gint64 id = a->next_message_id++;
-    RpcMessage *msg = rpc_message_new(type, id, payload, tensors);
+    RpcMessage *msg = rpc_message_new(type, id, g_bytes_ref(payload), tcopy);
     GBytes *wire = rpc_message_encode(msg);
     RpcFuture *fut = rpc_future_new(a->ex);
     /* For deadlock reports; built without printf: this is the hot path. */
@@ -578,6 +643,173 @@ send_request(RpcAgent *a, gint dst, RpcMessageType type, RpcValue *body, RpcTime
     g_bytes_unref(wire);
     rpc_message_unref(msg);
     return fut;
+}
+
+/* Sends a request; NULL + error when the body cannot be encoded. */
+static RpcFuture *
+send_request(RpcAgent *a, gint dst, RpcMessageType type, RpcValue *body, RpcTime timeout,
+             const char *what, GError **error)
+{
+    GPtrArray *tensors;
+    GBytes *payload = encode_body(a, body, &tensors, error);
+    if (payload == NULL)
+        return NULL;
+    RpcFuture *fut = send_encoded(a, dst, type, payload, tensors, timeout, what);
+    g_bytes_unref(payload);
+    g_ptr_array_unref(tensors);
+    return fut;
+}
+
+RpcFuture *
+rpc_agent_send_request(RpcAgent *a, gint dst, RpcMessageType type, RpcValue *body,
+                       RpcTime timeout, const char *what, GError **error)
+{
+    if (!require_running(a, error))
+        return NULL;
+    return send_request(a, dst, type, body, timeout, what, error);
+}
+
+/* --- sendWithRetries (spec §3.6) ------------------------------------------
+ * The first attempt goes out at once; after a failed attempt the next one is
+ * scheduled 1 s later for the first retry and 1 s * 1.5^c for the later
+ * ones (c = retries already sent before it), so attempts fall at 0, 1, 2,
+ * 3.5, 5.75, 9.125 s when every attempt fails at once.  Every attempt sends
+ * byte-identical payload, which is how the faulty agent recognises it. */
+
+typedef struct {
+    RpcAgent *a;
+    gint dst;
+    RpcMessageType type;
+    GBytes *payload;
+    GPtrArray *tensors;
+    char *what;
+    guint retries;     /* retries sent so far */
+    guint max_retries;
+    RpcFuture *result;
+} Retry;
+
+static void
+retry_free(Retry *r)
+{
+    g_bytes_unref(r->payload);
+    g_ptr_array_unref(r->tensors);
+    g_free(r->what);
+    rpc_future_unref(r->result);
+    g_free(r);
+}
+
+static void retry_attempt(Retry *r);
+
+/* The retry state is handed from the attempt's future to the timer and
+ * back through a token, so that whichever is dropped unfired at teardown
+ * (a cancelled timer, a future nobody completes) frees it exactly once. */
+typedef struct {
+    Retry *r;
+} RetryToken;
+
+static gpointer
+token_new(Retry *r)
+{
+    RetryToken *t = g_new(RetryToken, 1);
+    t->r = r;
+    return t;
+}
+
+static void
+token_free(gpointer p)
+{
+    RetryToken *t = p;
+    if (t->r != NULL)
+        retry_free(t->r);
+    g_free(t);
+}
+
+static Retry *
+token_take(gpointer p)
+{
+    RetryToken *t = p;
+    Retry *r = t->r;
+    t->r = NULL;
+    return r;
+}
+
+static void
+retry_timer(gpointer data)
+{
+    retry_attempt(token_take(data));
+}
+
+static gboolean
+retry_done(RpcFuture *f, gpointer data, GError **error)
+{
+    Retry *r = token_take(data);
+    RpcValue *err = rpc_future_peek_error(f);
+    if (err == NULL) {
+        rpc_future_complete_if_needed(r->result, rpc_value_ref(rpc_future_peek_value(f)));
+        retry_free(r);
+        return TRUE;
+    }
+    if (r->a->state != AGENT_RUNNING) {
+        rpc_future_fail_if_needed(r->result, rpc_value_ref(err));
+        retry_free(r);
+        return TRUE;
+    }
+    if (r->retries >= r->max_retries) {
+        char *text = g_strdup_printf("The RPC has not succeeded after the specified number of "
+                                     "max retries (%u).",
+                                     r->max_retries);
+        rpc_future_fail_if_needed(r->result, rpc_value_new_error(RPC_ERROR_RUNTIME, text));
+        g_free(text);
+        retry_free(r);
+        return TRUE;
+    }
+    RpcTime delay = RPC_S; /* 1 s, 1 s, 1.5 s, 2.25 s, 3.375 s, … */
+    for (guint c = 1; c < r->retries; c++)
+        delay = delay * 3 / 2;
+    r->retries++;
+    rpc_executor_call_after(r->a->ex, delay, retry_timer, token_new(r), token_free);
+    return TRUE;
+}
+
+static void
+retry_attempt(Retry *r)
+{
+    if (r->a->state != AGENT_RUNNING) {
+        rpc_future_fail_if_needed(r->result,
+                                  rpc_value_new_error(RPC_ERROR_RUNTIME, RPC_MSG_NOT_INITIALIZED));
+        retry_free(r);
+        return;
+    }
+    RpcFuture *f =
+        send_encoded(r->a, r->dst, r->type, r->payload, r->tensors, RPC_TIMEOUT_UNSET, r->what);
+    rpc_future_add_done_callback(f, retry_done, token_new(r), token_free, NULL);
+    rpc_future_unref(f);
+}
+
+RpcFuture *
+rpc_agent_send_with_retries(RpcAgent *a, gint dst, RpcMessageType type, RpcValue *body,
+                            guint max_retries, const char *what, GError **error)
+{
+    if (!require_running(a, error))
+        return NULL;
+    Retry *r = g_new0(Retry, 1);
+    r->payload = encode_body(a, body, &r->tensors, error);
+    if (r->payload == NULL) {
+        g_free(r);
+        return NULL;
+    }
+    r->a = a;
+    r->dst = dst;
+    r->type = type;
+    r->what = g_strdup(what);
+    r->max_retries = max_retries;
+    r->result = rpc_future_new(a->ex);
+    char *desc = g_strconcat("the acknowledgement of ", what, " from ", a->names[dst], NULL);
+    rpc_future_set_description(r->result, desc);
+    g_free(desc);
+    RpcFuture *result = rpc_future_ref(r->result);
+    retry_attempt(r);
+    return result;
 }
 
 static RpcValue *
@@ -679,6 +911,19 @@ reraise(const RpcValue *err)
     return v;
 }
 
+/* Decodes a message's payload; RRefs inside are rebuilt (rref.c's unpickle
+ * hook), and the confirmations they wait for are added to `pending`
+ * (nullable) so that a request can be held until they arrive. */
+static RpcValue *
+decode_payload(RpcAgent *a, RpcMessage *msg, GPtrArray *pending, GError **error)
+{
+    gsize len;
+    const guint8 *bytes = g_bytes_get_data(rpc_message_payload(msg), &len);
+    RpcDecodeCtx dctx = {a, pending};
+    RpcCodecHooks hooks = {NULL, rpc_rref_unpickle, &dctx};
+    return rpc_codec_decode(bytes, len, rpc_message_tensors(msg), &hooks, error);
+}
+
 static void
 handle_response(gpointer data)
 {
@@ -693,11 +938,8 @@ handle_response(gpointer data)
         return;
     }
     a->c.responses_received++;
-    GBytes *payload = rpc_message_payload(in->msg);
-    gsize len;
-    const guint8 *bytes = g_bytes_get_data(payload, &len);
     GError *err = NULL;
-    RpcValue *v = rpc_codec_decode(bytes, len, rpc_message_tensors(in->msg), NULL, &err);
+    RpcValue *v = decode_payload(a, in->msg, NULL, &err);
     RpcMessageType type = rpc_message_type(in->msg);
     TRACE(a, tk_response, in->from, id, 0, rpc_message_type_name(type));
     if (v == NULL) {
@@ -710,7 +952,8 @@ handle_response(gpointer data)
         const char *text = rpc_value_type(v) == RPC_VALUE_STRING ? rpc_value_get_string(v)
                                                                   : "malformed EXCEPTION response";
         fail_call(a, fut, rpc_value_new_error(RPC_ERROR_RUNTIME, text));
-    } else if (rpc_value_type(v) == RPC_VALUE_ERROR && p.type == RPC_MSG_PYTHON_CALL) {
+    } else if (rpc_value_type(v) == RPC_VALUE_ERROR &&
+               (p.type == RPC_MSG_PYTHON_CALL || type == RPC_MSG_PYTHON_RREF_FETCH_RET)) {
         fail_call(a, fut, reraise(v));
     } else {
         rpc_future_complete_if_needed(fut, rpc_value_ref(v));
@@ -732,16 +975,15 @@ respond(RpcAgent *a, gint to, gint64 id, RpcMessageType type, RpcValue *body)
         rpc_value_unref(body);
         return;
     }
-    GPtrArray *tensors = g_ptr_array_new_with_free_func((GDestroyNotify)rpc_tensor_unref);
+    GPtrArray *tensors;
     GError *err = NULL;
-    GBytes *payload = rpc_codec_encode(body, tensors, NULL, &err);
+    GBytes *payload = encode_body(a, body, &tensors, &err);
     rpc_value_unref(body);
     if (payload == NULL) {
         /* e.g. a UDF returned a Future: the caller gets the pickling error. */
         type = RPC_MSG_EXCEPTION;
-        g_ptr_array_set_size(tensors, 0);
         RpcValue *text = rpc_value_new_string(err->message);
-        payload = rpc_codec_encode(text, tensors, NULL, NULL);
+        payload = encode_body(a, text, &tensors, NULL);
         rpc_value_unref(text);
         g_error_free(err);
     }
@@ -764,26 +1006,6 @@ respond_exception(RpcAgent *a, gint to, gint64 id, const char *what)
     respond(a, to, id, RPC_MSG_EXCEPTION, rpc_value_new_string_take(text));
 }
 
-typedef struct {
-    RpcAgent *a;
-    gint to;
-    gint64 id;
-} AsyncReply;
-
-static gboolean
-async_done(RpcFuture *f, gpointer data, GError **error)
-{
-    AsyncReply *r = data;
-    r->a->c.server_active_async_calls--;
-    RpcValue *err = rpc_future_peek_error(f);
-    if (err != NULL)
-        respond(r->a, r->to, r->id, RPC_MSG_EXCEPTION,
-                rpc_value_new_string(rpc_value_error_message(err)));
-    else
-        respond(r->a, r->to, r->id, RPC_MSG_PYTHON_RET, rpc_value_ref(rpc_future_peek_value(f)));
-    return TRUE;
-}
-
 /* A UDF exception as a value: "On WorkerInfo(id=1, name=worker1):\n
  * ValueError('Expected error')\n", the kind kept. */
 static RpcValue *
@@ -798,22 +1020,50 @@ remote_exception(RpcAgent *a, const GError *err)
 }
 
 static void
-serve_call(RpcAgent *a, gint from, gint64 id, RpcMessageType type, RpcValue *body)
+fail_text(RpcFuture *out, const char *text)
 {
-    gboolean python = type == RPC_MSG_PYTHON_CALL;
-    guint want = python ? 4 : 4;
-    if (rpc_value_type(body) != RPC_VALUE_LIST || rpc_value_list_len(body) != want ||
-        rpc_value_type(rpc_value_list_get(body, 0)) != RPC_VALUE_STRING ||
-        rpc_value_type(rpc_value_list_get(body, 1)) != RPC_VALUE_LIST ||
-        rpc_value_type(rpc_value_list_get(body, 2)) != RPC_VALUE_DICT ||
-        rpc_value_type(rpc_value_list_get(body, 3)) != RPC_VALUE_BOOL) {
-        respond_exception(a, from, id, "malformed call request");
-        return;
-    }
-    const char *name = rpc_value_get_string(rpc_value_list_get(body, 0));
-    const RpcValue *args = rpc_value_list_get(body, 1);
-    const RpcValue *kwargs = rpc_value_list_get(body, 2);
-    gboolean is_async = rpc_value_get_bool(rpc_value_list_get(body, 3));
+    rpc_future_fail_if_needed(out, rpc_value_new_error(RPC_ERROR_RUNTIME, text));
+}
+
+static void
+fail_on_node(RpcAgent *a, RpcFuture *out, const char *what)
+{
+    char *text = g_strdup_printf("Error on Node %d: %s", a->id, what);
+    fail_text(out, text);
+    g_free(text);
+}
+
+typedef struct {
+    RpcAgent *a;
+    RpcFuture *out;
+} AsyncRun;
+
+static gboolean
+async_finished(RpcFuture *f, gpointer data, GError **error)
+{
+    AsyncRun *r = data;
+    r->a->c.server_active_async_calls--;
+    RpcValue *err = rpc_future_peek_error(f);
+    if (err != NULL)
+        fail_text(r->out, rpc_value_error_message(err));
+    else
+        rpc_future_complete_if_needed(r->out, rpc_value_ref(rpc_future_peek_value(f)));
+    return TRUE;
+}
+
+static void
+async_run_free(gpointer p)
+{
+    AsyncRun *r = p;
+    rpc_future_unref(r->out);
+    g_free(r);
+}
+
+RpcFuture *
+rpc_agent_run_function(RpcAgent *a, const char *name, const RpcValue *args,
+                       const RpcValue *kwargs, gboolean is_async, gboolean python)
+{
+    RpcFuture *out = rpc_future_new(a->ex);
     const RpcFunctionDef *def = rpc_registry_lookup(a->reg, name);
     if (def == NULL) {
         char *what = python ? g_strdup_printf("AttributeError: Can't get attribute '%s' on "
@@ -822,50 +1072,141 @@ serve_call(RpcAgent *a, gint from, gint64 id, RpcMessageType type, RpcValue *bod
                                               "defined on both caller and callee modules.",
                                               name)
                             : g_strdup_printf("Unknown builtin op: %s.", name);
-        respond_exception(a, from, id, what);
+        fail_on_node(a, out, what);
         g_free(what);
-        return;
+        return out;
     }
     GError *err = NULL;
     RpcValue *result = def->fn(a, args, kwargs, &err);
     if (!python) {
         if (result == NULL) {
-            respond_exception(a, from, id, err->message);
+            fail_on_node(a, out, err->message);
             g_error_free(err);
         } else {
-            respond(a, from, id, RPC_MSG_SCRIPT_RET, result);
+            rpc_future_complete_if_needed(out, result);
         }
-        return;
+        return out;
     }
     if (result == NULL) {
-        /* A raising function, async or not, behaves the same (spec §5). */
-        respond(a, from, id, RPC_MSG_PYTHON_RET, remote_exception(a, err));
+        /* A raising function, async or not, behaves the same (spec §5): its
+         * exception travels back as a value. */
+        rpc_future_complete_if_needed(out, remote_exception(a, err));
         g_error_free(err);
-        return;
+        return out;
     }
     if (!is_async) {
-        respond(a, from, id, RPC_MSG_PYTHON_RET, result);
-        return;
+        rpc_future_complete_if_needed(out, result);
+        return out;
     }
     if (rpc_value_type(result) != RPC_VALUE_FUTURE) {
+        RpcValueType t = rpc_value_type(result);
         char *text = g_strdup_printf(
             "Unable to cast Python instance of type <class '%s'> to C++ type "
             "'c10::intrusive_ptr<c10::ivalue::Future>'. Functions decorated with "
             "@rpc.async_function must return a torch.futures.Future object, but got %s",
-            rpc_value_type_name(rpc_value_type(result)),
-            rpc_value_type(result) == RPC_VALUE_TENSOR ? "torch.Tensor"
-                                                       : rpc_value_type_name(rpc_value_type(result)));
+            t == RPC_VALUE_TENSOR ? "torch.Tensor" : rpc_value_type_name(t),
+            t == RPC_VALUE_TENSOR ? "torch.Tensor" : rpc_value_type_name(t));
         rpc_value_unref(result);
-        respond(a, from, id, RPC_MSG_EXCEPTION, rpc_value_new_string_take(text));
+        fail_text(out, text);
+        g_free(text);
+        return out;
+    }
+    AsyncRun *r = g_new(AsyncRun, 1);
+    r->a = a;
+    r->out = rpc_future_ref(out);
+    a->c.server_active_async_calls++;
+    rpc_future_add_done_callback(rpc_value_get_future(result), async_finished, r, async_run_free,
+                                 NULL);
+    rpc_value_unref(result);
+    return out;
+}
+
+typedef struct {
+    RpcAgent *a;
+    gint to;
+    gint64 id;
+    RpcMessageType ret_type;
+} CallReply;
+
+static gboolean
+call_reply(RpcFuture *f, gpointer data, GError **error)
+{
+    CallReply *r = data;
+    RpcValue *err = rpc_future_peek_error(f);
+    if (err != NULL)
+        respond(r->a, r->to, r->id, RPC_MSG_EXCEPTION,
+                rpc_value_new_string(rpc_value_error_message(err)));
+    else
+        respond(r->a, r->to, r->id, r->ret_type, rpc_value_ref(rpc_future_peek_value(f)));
+    return TRUE;
+}
+
+/* Replies to request (to, id) with out's outcome once it completes. */
+void
+rpc_agent_reply_when_done(RpcAgent *a, gint to, gint64 id, RpcMessageType ret_type,
+                          RpcFuture *out)
+{
+    CallReply *r = g_new(CallReply, 1);
+    r->a = a;
+    r->to = to;
+    r->id = id;
+    r->ret_type = ret_type;
+    rpc_future_add_done_callback(out, call_reply, r, g_free, NULL);
+}
+
+void
+rpc_agent_respond(RpcAgent *a, gint to, gint64 id, RpcMessageType type, RpcValue *body)
+{
+    respond(a, to, id, type, body);
+}
+
+/* Checks a call body [name, args, kwargs, async, …extra] of `want` items. */
+gboolean
+rpc_agent_parse_call_body(const RpcValue *body, guint want, const char **name,
+                          const RpcValue **args, const RpcValue **kwargs, gboolean *is_async)
+{
+    if (rpc_value_type(body) != RPC_VALUE_LIST || rpc_value_list_len(body) != want ||
+        rpc_value_type(rpc_value_list_get(body, 0)) != RPC_VALUE_STRING ||
+        rpc_value_type(rpc_value_list_get(body, 1)) != RPC_VALUE_LIST ||
+        rpc_value_type(rpc_value_list_get(body, 2)) != RPC_VALUE_DICT ||
+        rpc_value_type(rpc_value_list_get(body, 3)) != RPC_VALUE_BOOL)
+        return FALSE;
+    *name = rpc_value_get_string(rpc_value_list_get(body, 0));
+    *args = rpc_value_list_get(body, 1);
+    *kwargs = rpc_value_list_get(body, 2);
+    *is_async = rpc_value_get_bool(rpc_value_list_get(body, 3));
+    return TRUE;
+}
+
+static void
+serve_call(RpcAgent *a, gint from, gint64 id, RpcMessageType type, RpcValue *body)
+{
+    const char *name;
+    const RpcValue *args, *kwargs;
+    gboolean is_async;
+    if (!rpc_agent_parse_call_body(body, 4, &name, &args, &kwargs, &is_async)) {
+        respond_exception(a, from, id, "malformed call request");
         return;
     }
-    AsyncReply *r = g_new(AsyncReply, 1);
-    r->a = a;
-    r->to = from;
-    r->id = id;
-    a->c.server_active_async_calls++;
-    rpc_future_add_done_callback(rpc_value_get_future(result), async_done, r, g_free, NULL);
-    rpc_value_unref(result);
+    gboolean python = type == RPC_MSG_PYTHON_CALL;
+    RpcFuture *out = rpc_agent_run_function(a, name, args, kwargs, is_async, python);
+    rpc_agent_reply_when_done(a, from, id, python ? RPC_MSG_PYTHON_RET : RPC_MSG_SCRIPT_RET, out);
+    rpc_future_unref(out);
+}
+
+/* Holds a request until every UserRRef unpickled from it is confirmed by
+ * its owner (spec §1.3 step 3): inside a UDF, confirmed_by_owner() of an
+ * argument is always true. */
+static gboolean
+wait_confirmations(RpcAgent *a, GPtrArray *pending, GError **error)
+{
+    for (guint i = 0; i < pending->len; i++) {
+        RpcValue *v = rpc_future_wait(g_ptr_array_index(pending, i), error);
+        if (v == NULL)
+            return FALSE;
+        rpc_value_unref(v);
+    }
+    return TRUE;
 }
 
 static void
@@ -876,26 +1217,41 @@ handle_request(gpointer data)
     RpcMessageType type = rpc_message_type(in->msg);
     gint64 id = rpc_message_id(in->msg);
     a->c.server_active_calls++;
-    GBytes *payload = rpc_message_payload(in->msg);
-    gsize len;
-    const guint8 *bytes = g_bytes_get_data(payload, &len);
     GError *err = NULL;
-    RpcValue *body = rpc_codec_decode(bytes, len, rpc_message_tensors(in->msg), NULL, &err);
-    if (body == NULL) {
-        a->c.decode_errors++;
+    GPtrArray *pending = g_ptr_array_new_with_free_func((GDestroyNotify)rpc_future_unref);
+    RpcValue *body = decode_payload(a, in->msg, pending, &err);
+    if (body == NULL || !wait_confirmations(a, pending, &err)) {
+        if (body == NULL)
+            a->c.decode_errors++;
         respond_exception(a, in->from, id, err->message);
         g_error_free(err);
+        rpc_value_unref(body);
+        g_ptr_array_unref(pending);
         return;
     }
+    g_ptr_array_unref(pending);
     const char *fname = "";
     if (rpc_value_type(body) == RPC_VALUE_LIST && rpc_value_list_len(body) > 0 &&
         rpc_value_type(rpc_value_list_get(body, 0)) == RPC_VALUE_STRING)
         fname = rpc_value_get_string(rpc_value_list_get(body, 0));
-    TRACE(a, tk_serve, in->from, id, 0, fname);
+    TRACE(a, tk_serve, in->from, id, 0,
+          type == RPC_MSG_PYTHON_CALL || type == RPC_MSG_SCRIPT_CALL ||
+                  type == RPC_MSG_PYTHON_REMOTE_CALL || type == RPC_MSG_SCRIPT_REMOTE_CALL
+              ? fname
+              : rpc_message_type_name(type));
     switch (type) {
     case RPC_MSG_PYTHON_CALL:
     case RPC_MSG_SCRIPT_CALL:
         serve_call(a, in->from, id, type, body);
+        break;
+    case RPC_MSG_PYTHON_REMOTE_CALL:
+    case RPC_MSG_SCRIPT_REMOTE_CALL:
+    case RPC_MSG_PYTHON_RREF_FETCH_CALL:
+    case RPC_MSG_SCRIPT_RREF_FETCH_CALL:
+    case RPC_MSG_RREF_USER_DELETE:
+    case RPC_MSG_RREF_FORK_REQUEST:
+    case RPC_MSG_RREF_CHILD_ACCEPT:
+        rpc_rref_serve(a, in->from, id, type, body);
         break;
     default: {
         char *what = g_strdup_printf("Request type %u not supported.", (guint)type);
@@ -924,6 +1280,17 @@ rpc_agent_deliver(RpcAgent *a, gint from, GBytes *wire)
         TRACE(a, tk_drop, from, rpc_message_id(msg), 0, "agent not running");
         rpc_message_unref(msg);
         return;
+    }
+    if (rpc_message_type_is_request(rpc_message_type(msg))) {
+        /* At most once: a request the network duplicated is served once
+         * (a duplicated response finds no pending call and is dropped). */
+        RequestKey k = {from, rpc_message_id(msg)};
+        if (g_hash_table_contains(a->seen, &k)) {
+            TRACE(a, tk_drop, from, k.id, 0, "duplicate request");
+            rpc_message_unref(msg);
+            return;
+        }
+        g_hash_table_add(a->seen, g_memdup2(&k, sizeof k));
     }
     Inbound *in = g_new(Inbound, 1);
     in->a = a;
@@ -1327,8 +1694,9 @@ rpc_agent_shutdown(RpcAgent *a, gboolean graceful, RpcTime timeout, GError **err
     if (!require_running(a, error))
         return FALSE;
     if (!graceful) {
+        gboolean ok = rpc_rref_ctx_destroy(a->rrefs, !a->raise_rref_leaks, error);
         finalize(a, "shutdown (non-graceful)");
-        return TRUE;
+        return ok;
     }
     GError *err = NULL;
     RpcValue *v = rpc_agent_all_gather(a, rpc_value_none(), NULL, timeout, &err);
@@ -1339,6 +1707,9 @@ rpc_agent_shutdown(RpcAgent *a, gboolean graceful, RpcTime timeout, GError **err
         return FALSE;
     }
     rpc_value_unref(v);
+    /* User RRefs are deleted between the barrier and the join, so the
+     * owners' tables drain before the leak check (spec §4.6). */
+    rpc_rref_ctx_delete_all_users(a->rrefs, 100 * RPC_S);
     for (;;) {
         gint64 total = 0;
         if (!wait_idle(a, &err) || !sync_call_count(a, &total, &err)) {
@@ -1349,13 +1720,15 @@ rpc_agent_shutdown(RpcAgent *a, gboolean graceful, RpcTime timeout, GError **err
         if (total == 0)
             break;
     }
+    gboolean ok = rpc_rref_ctx_destroy(a->rrefs, !a->raise_rref_leaks, error);
     finalize(a, "shutdown (graceful)");
-    return TRUE;
+    return ok;
 }
 
 void
 rpc_agent_kill(RpcAgent *a, const char *reason)
 {
     g_return_if_fail(a != NULL);
+    rpc_rref_ctx_destroy(a->rrefs, TRUE, NULL);
     finalize(a, reason ? reason : "killed");
 }

@@ -60,6 +60,8 @@ typedef struct RpcAgentConfig {
     gint64 first_message_id; /* ids of this agent's requests start here: a worker's
                                 later agent starts past its earlier ones', so a
                                 stale reply to one of those matches no call */
+    gboolean raise_rref_leaks; /* graceful shutdown fails with "Leaking RRef …" lines
+                                  (PyTorch's _ignore_rref_leak = False); default: log */
 } RpcAgentConfig;
 
 typedef struct RpcAgentCounters {

@@ -744,6 +744,8 @@ static const RpcFunctionDef stdlib_defs[] = {
              rpc_agent_internal_gather_to_leader),
     INTERNAL("_broadcast_to_followers", "torch.distributed.rpc.api._broadcast_to_followers",
              rpc_agent_internal_broadcast_to_followers),
+    INTERNAL("_rref_typeof_on_owner", "torch.distributed.rpc.rref_proxy._rref_type_cont",
+             rpc_rref_internal_typeof),
 };
 
 void

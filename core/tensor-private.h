@@ -37,6 +37,14 @@ struct RpcTensor {
     gpointer autograd;
     GDestroyNotify autograd_free;
     gpointer data; /* numel floats or doubles, in this same allocation */
+    /* In-place modification count (torch's tensor._version), bumped by the
+     * narrow in-place path below.  Read it through rpc_tensor_version(): an
+     * alias keeps the count of its base, not this field. */
+    guint32 version;
+    /* (nullable, owned) For an alias (rpc_tensor_alias()): the tensor that
+     * owns the storage `data` points into and the version counter; never
+     * itself an alias.  NULL for a tensor owning its storage. */
+    RpcTensor *base;
 };
 
 /* Like rpc_tensor_repr(), with extra PyTorch-style suffixes appended after
@@ -44,6 +52,20 @@ struct RpcTensor {
  * suffixes is NULL-terminated and may be NULL.  Long suffixes wrap onto
  * their own line as PyTorch's _add_suffixes does (transfer full). */
 char *rpc_tensor_repr_with_suffixes(const RpcTensor *t, const char *const *suffixes);
+
+/* A new tensor header sharing t's storage and version counter, without
+ * t's autograd metadata (autograd's detach() / view_as() and saved outputs).
+ * Writes through rpc_tensor_data_mut() are refused on an alias: only the
+ * in-place functions below write shared storage (transfer full). */
+RpcTensor *rpc_tensor_alias(RpcTensor *t);
+
+/* The narrow in-place path (torch's add_ / mul_ on the data, without
+ * autograd): writes t's storage, which every alias of it sees, and bumps
+ * the shared version counter.  This is the one exception to "immutable once
+ * shared"; core/autograd.c wraps it with the leaf and history rules. */
+void rpc_tensor_bump_version(RpcTensor *t);
+void rpc_tensor_add_scalar_inplace(RpcTensor *t, double s);
+void rpc_tensor_mul_scalar_inplace(RpcTensor *t, double s);
 
 G_END_DECLS
 

@@ -142,6 +142,8 @@ tensor_alloc(RpcDType dtype, guint ndim, const gint64 *shape, GError **error)
     t->autograd = NULL;
     t->autograd_free = NULL;
     t->data = (char *)t + TENSOR_HEADER_SIZE;
+    t->version = 0;
+    t->base = NULL;
     return t;
 }
 
@@ -356,7 +358,40 @@ rpc_tensor_unref(RpcTensor *t)
         return;
     if (t->autograd != NULL && t->autograd_free != NULL)
         t->autograd_free(t->autograd);
+    if (t->base != NULL)
+        rpc_tensor_unref(t->base);
     g_free(t);
+}
+
+RpcTensor *
+rpc_tensor_alias(RpcTensor *t)
+{
+    g_return_val_if_fail(t != NULL, NULL);
+    RpcTensor *owner = t->base != NULL ? t->base : t;
+    /* Header only: the elements stay in owner's block. */
+    RpcTensor *a = g_malloc(sizeof *a);
+    *a = *owner;
+    g_atomic_ref_count_init(&a->ref);
+    a->autograd = NULL;
+    a->autograd_free = NULL;
+    a->version = 0; /* unused: the owner's counter is the one */
+    a->base = rpc_tensor_ref(owner);
+    return a;
+}
+
+guint32
+rpc_tensor_version(const RpcTensor *t)
+{
+    g_return_val_if_fail(t != NULL, 0);
+    return t->base != NULL ? t->base->version : t->version;
+}
+
+void
+rpc_tensor_bump_version(RpcTensor *t)
+{
+    g_return_if_fail(t != NULL);
+    RpcTensor *owner = t->base != NULL ? t->base : t;
+    owner->version++;
 }
 
 RpcDType
@@ -405,8 +440,10 @@ gpointer
 rpc_tensor_data_mut(RpcTensor *t)
 {
     g_return_val_if_fail(t != NULL, NULL);
-    /* Immutable once shared: a peer holding a ref must never see a change. */
+    /* Immutable once shared: a peer holding a ref must never see a change;
+     * an alias shares its storage by construction. */
     g_return_val_if_fail(g_atomic_ref_count_compare(&t->ref, 1), NULL);
+    g_return_val_if_fail(t->base == NULL, NULL);
     return t->data;
 }
 
@@ -565,19 +602,104 @@ rpc_tensor_mul_scalar(const RpcTensor *a, double s)
 }
 
 RpcTensor *
+rpc_tensor_div_scalar(const RpcTensor *a, double s)
+{
+    g_return_val_if_fail(a != NULL, NULL);
+    return scalar_op(a, op_div, s);
+}
+
+void
+rpc_tensor_add_scalar_inplace(RpcTensor *t, double s)
+{
+    g_return_if_fail(t != NULL);
+    s = round_to(t->dtype, s);
+    for (gint64 i = 0; i < t->numel; i++)
+        store(t, i, load(t, i) + s);
+    rpc_tensor_bump_version(t);
+}
+
+void
+rpc_tensor_mul_scalar_inplace(RpcTensor *t, double s)
+{
+    g_return_if_fail(t != NULL);
+    s = round_to(t->dtype, s);
+    for (gint64 i = 0; i < t->numel; i++)
+        store(t, i, load(t, i) * s);
+    rpc_tensor_bump_version(t);
+}
+
+RpcTensor *
 rpc_tensor_neg(const RpcTensor *a)
 {
     g_return_val_if_fail(a != NULL, NULL);
     return scalar_op(a, op_mul, -1.0);
 }
 
+typedef double (*UnaryFn)(double x);
+
+static RpcTensor *
+unary_op(const RpcTensor *a, UnaryFn fn)
+{
+    RpcTensor *out = tensor_alloc_like(a->dtype, a->ndim, a->shape);
+    for (gint64 i = 0; i < a->numel; i++)
+        store(out, i, fn(load(a, i)));
+    return out;
+}
+
+static double
+op_relu(double x)
+{
+    return x > 0.0 || isnan(x) ? x : 0.0; /* NaN propagates, as clamp_min */
+}
+
+static double
+op_sigmoid(double x)
+{
+    return 1.0 / (1.0 + exp(-x));
+}
+
 RpcTensor *
 rpc_tensor_exp(const RpcTensor *a)
 {
     g_return_val_if_fail(a != NULL, NULL);
+    return unary_op(a, exp);
+}
+
+RpcTensor *
+rpc_tensor_sin(const RpcTensor *a)
+{
+    g_return_val_if_fail(a != NULL, NULL);
+    return unary_op(a, sin);
+}
+
+RpcTensor *
+rpc_tensor_cos(const RpcTensor *a)
+{
+    g_return_val_if_fail(a != NULL, NULL);
+    return unary_op(a, cos);
+}
+
+RpcTensor *
+rpc_tensor_relu(const RpcTensor *a)
+{
+    g_return_val_if_fail(a != NULL, NULL);
+    return unary_op(a, op_relu);
+}
+
+RpcTensor *
+rpc_tensor_sigmoid(const RpcTensor *a)
+{
+    g_return_val_if_fail(a != NULL, NULL);
+    return unary_op(a, op_sigmoid);
+}
+
+RpcTensor *
+rpc_tensor_pow_scalar(const RpcTensor *a, double p)
+{
+    g_return_val_if_fail(a != NULL, NULL);
     RpcTensor *out = tensor_alloc_like(a->dtype, a->ndim, a->shape);
     for (gint64 i = 0; i < a->numel; i++)
-        store(out, i, exp(load(a, i)));
+        store(out, i, pow(load(a, i), p));
     return out;
 }
 
@@ -669,6 +791,88 @@ rpc_tensor_sum(const RpcTensor *a)
         acc += load(a, i);
     RpcTensor *out = tensor_alloc_like(a->dtype, 0, NULL);
     store(out, 0, acc);
+    return out;
+}
+
+RpcTensor *
+rpc_tensor_mean(const RpcTensor *a)
+{
+    g_return_val_if_fail(a != NULL, NULL);
+    double acc = 0.0;
+    for (gint64 i = 0; i < a->numel; i++)
+        acc += load(a, i);
+    RpcTensor *out = tensor_alloc_like(a->dtype, 0, NULL);
+    store(out, 0, acc / (double)a->numel); /* 0/0: NaN, as torch */
+    return out;
+}
+
+RpcTensor *
+rpc_tensor_expand(const RpcTensor *a, guint ndim, const gint64 *shape, GError **error)
+{
+    g_return_val_if_fail(a != NULL, NULL);
+    g_return_val_if_fail(ndim == 0 || shape != NULL, NULL);
+    g_return_val_if_fail(error == NULL || *error == NULL, NULL);
+    if (ndim < a->ndim) {
+        g_autofree char *have = shape_to_string(a->ndim, a->shape);
+        g_autofree char *want = shape_to_string(ndim, shape);
+        g_set_error(error, RPC_ERROR, RPC_ERROR_RUNTIME,
+                    "expand(torch.%s{%s}, size=%s): the number of sizes provided (%u) must be "
+                    "greater or equal to the number of dimensions in the tensor (%u)",
+                    a->dtype == RPC_DTYPE_FLOAT64 ? "DoubleTensor" : "FloatTensor", have, want,
+                    ndim, a->ndim);
+        return NULL;
+    }
+    for (guint i = 0; i < a->ndim; i++) {
+        guint d = ndim - a->ndim + i;
+        if (a->shape[i] != 1 && a->shape[i] != shape[d]) {
+            g_autofree char *want = shape_to_string(ndim, shape);
+            g_autofree char *have = shape_to_string(a->ndim, a->shape);
+            g_set_error(error, RPC_ERROR, RPC_ERROR_RUNTIME,
+                        "The expanded size of the tensor (%" G_GINT64_FORMAT
+                        ") must match the existing size (%" G_GINT64_FORMAT
+                        ") at non-singleton dimension %u.  Target sizes: %s.  Tensor sizes: %s",
+                        shape[d], a->shape[i], d, want, have);
+            return NULL;
+        }
+    }
+    RpcTensor *out = tensor_alloc(a->dtype, ndim, shape, error);
+    if (out == NULL)
+        return NULL;
+    gint64 sa[RPC_TENSOR_MAX_DIMS], so[RPC_TENSOR_MAX_DIMS];
+    aligned_strides(a->ndim, a->shape, ndim, sa);
+    contiguous_strides(ndim, out->shape, so);
+    Walk w;
+    walk_init(&w, ndim, out->shape, sa, so);
+    for (gint64 i = 0; i < out->numel; i++, walk_next(&w))
+        store(out, w.off[1], load(a, w.off[0]));
+    return out;
+}
+
+RpcTensor *
+rpc_tensor_select(const RpcTensor *a, gint64 index, GError **error)
+{
+    g_return_val_if_fail(a != NULL, NULL);
+    g_return_val_if_fail(error == NULL || *error == NULL, NULL);
+    if (a->ndim == 0) {
+        g_set_error_literal(error, RPC_ERROR, RPC_ERROR_RUNTIME,
+                            "select() cannot be applied to a 0-dim tensor.");
+        return NULL;
+    }
+    gint64 n = a->shape[0];
+    if (index < -n || index >= n) {
+        g_autofree char *have = shape_to_string(a->ndim, a->shape);
+        g_set_error(error, RPC_ERROR, RPC_ERROR_RUNTIME,
+                    "select(): index %" G_GINT64_FORMAT
+                    " out of range for tensor of size %s at dimension 0",
+                    index, have);
+        return NULL;
+    }
+    if (index < 0)
+        index += n;
+    RpcTensor *out = tensor_alloc_like(a->dtype, a->ndim - 1, a->shape + 1);
+    gint64 each = out->numel;
+    memcpy(out->data, (const char *)a->data + (gsize)(index * each * elem_size(a->dtype)),
+           (gsize)(each * elem_size(a->dtype)));
     return out;
 }
 

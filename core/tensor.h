@@ -9,7 +9,8 @@
  * size of tensor b (5) at non-singleton dimension 0").
  *
  * Tensors are immutable once shared, except through rpc_tensor_data_mut(),
- * which the creator uses to fill a fresh tensor.
+ * which the creator uses to fill a fresh tensor, and autograd's narrow
+ * in-place path (tensor-private.h), which bumps rpc_tensor_version().
  *
  * A caller's bug (NULL tensor, bad dtype, negative shape entry, more than
  * RPC_TENSOR_MAX_DIMS dims) logs a critical and returns NULL, as
@@ -85,15 +86,38 @@ RpcTensor *rpc_tensor_div(const RpcTensor *a, const RpcTensor *b, GError **error
  * tensor); s is first rounded to that dtype, as PyTorch does. */
 RpcTensor *rpc_tensor_add_scalar(const RpcTensor *a, double s);
 RpcTensor *rpc_tensor_mul_scalar(const RpcTensor *a, double s);
-/* -a and exp(a), same dtype and shape. */
+/* a / s keeping a's dtype, s rounded to it first (as add/mul_scalar). */
+RpcTensor *rpc_tensor_div_scalar(const RpcTensor *a, double s);
+/* Elementwise, same dtype and shape: -a, exp, sin, cos, relu (max(a, 0);
+ * NaN stays NaN), sigmoid (1 / (1 + exp(-a))), and a ** p for a scalar
+ * exponent p (C's pow(); p == 2 is a*a exactly). */
 RpcTensor *rpc_tensor_neg(const RpcTensor *a);
 RpcTensor *rpc_tensor_exp(const RpcTensor *a);
+RpcTensor *rpc_tensor_sin(const RpcTensor *a);
+RpcTensor *rpc_tensor_cos(const RpcTensor *a);
+RpcTensor *rpc_tensor_relu(const RpcTensor *a);
+RpcTensor *rpc_tensor_sigmoid(const RpcTensor *a);
+RpcTensor *rpc_tensor_pow_scalar(const RpcTensor *a, double p);
 /* 2-d x 2-d (and 1-d vectors as in torch.matmul).  Mixed dtypes give
  * float64 (PyTorch refuses them); more than 2 dims is a RuntimeError
  * "matmul: only 1-d and 2-d tensors are supported" (our limitation). */
 RpcTensor *rpc_tensor_matmul(const RpcTensor *a, const RpcTensor *b, GError **error);
 /* Sum of all elements, 0-d result of the same dtype. */
 RpcTensor *rpc_tensor_sum(const RpcTensor *a);
+/* Mean of all elements (sum / numel, NaN for no elements), 0-d. */
+RpcTensor *rpc_tensor_mean(const RpcTensor *a);
+/* Tensor.expand(shape): broadcasts a up to shape (a copy).  RuntimeError
+ * "The expanded size of the tensor (3) must match the existing size (2) at
+ * non-singleton dimension 1.  Target sizes: [2, 3].  Tensor sizes: [2]", or
+ * "expand(torch.DoubleTensor{[2, 3]}, size=[3]): the number of sizes
+ * provided (1) must be greater or equal to the number of dimensions in the
+ * tensor (2)". */
+RpcTensor *rpc_tensor_expand(const RpcTensor *a, guint ndim, const gint64 *shape, GError **error);
+/* Tensor.select(0, index): the index-th slice along dim 0 (a copy); index
+ * may be negative.  RuntimeError "select(): index 5 out of range for tensor
+ * of size [2, 3] at dimension 0", or "select() cannot be applied to a 0-dim
+ * tensor." */
+RpcTensor *rpc_tensor_select(const RpcTensor *a, gint64 index, GError **error);
 /* torch.t(): transpose of a 2-d tensor; 0-d and 1-d come back as copies.
  * RuntimeError "t() expects a tensor with <= 2 dimensions, but self is 3D". */
 RpcTensor *rpc_tensor_t(const RpcTensor *a, GError **error);
@@ -109,6 +133,10 @@ RpcTensor *rpc_tensor_stack(RpcTensor *const *ts, guint n, GError **error);
  * PyTorch's view does would be indistinguishable. */
 RpcTensor *rpc_tensor_view(const RpcTensor *a, guint ndim, const gint64 *shape, GError **error);
 RpcTensor *rpc_tensor_cast(const RpcTensor *a, RpcDType dtype);
+
+/* torch's tensor._version: how many in-place writes t's storage has seen
+ * (shared by aliases; see tensor-private.h).  0 for a fresh tensor. */
+guint32 rpc_tensor_version(const RpcTensor *t);
 
 /* Comparisons. */
 gboolean rpc_tensor_same_shape(const RpcTensor *a, const RpcTensor *b);

@@ -58,8 +58,8 @@ sim_cli_parse_seeds(const char *text, SimCliSeeds *out, GError **error)
         return TRUE;
     }
     char *a = g_strndup(text, (gsize)(dots - text));
-    gboolean ok = sim_cli_parse_seed(a, &out->first, &e) &&
-                  sim_cli_parse_seed(dots + 2, &out->last, &e);
+    gboolean ok =
+        sim_cli_parse_seed(a, &out->first, &e) && sim_cli_parse_seed(dots + 2, &out->last, &e);
     g_free(a);
     if (!ok)
         goto bad;
@@ -188,8 +188,8 @@ sim_cli_print_summary(FILE *f, const char *path, const SimRunReport *r)
     char *fired = sim_cli_fired_text(r->fired);
     fprintf(f,
             "%s seed=%" G_GUINT64_FORMAT " %s time=%ss events=%" G_GUINT64_FORMAT
-            " messages=%" G_GUINT64_FORMAT " faults=%" G_GUINT64_FORMAT "%s%s%s fp=%016" G_GINT64_MODIFIER
-            "x\n",
+            " messages=%" G_GUINT64_FORMAT " faults=%" G_GUINT64_FORMAT
+            "%s%s%s fp=%016" G_GINT64_MODIFIER "x\n",
             path, r->seed, r->passed ? "PASS" : "FAIL", sim_time_format(r->end_time, t, sizeof t),
             r->events, r->messages, r->faults_fired, fired[0] ? " [" : "", fired,
             fired[0] ? "]" : "", r->fingerprint);

@@ -18,7 +18,7 @@ static const char list_summary[] =
     "  messages   PyTorch's RPC message types with their enum values\n"
     "  faults     network faults, faulty-agent rules (with the message types they\n"
     "             accept), world actions and the `fired` counters of expect blocks\n"
-    "  counters   the agent counters of `counter(…)` and expect's `counter`\n"
+    "  counters   the agent counters of `counter(...)` and expect's `counter`\n"
     "  builtins   the expression built-ins of worker programs";
 
 static const char list_examples[] = "Examples:\n"
@@ -53,15 +53,19 @@ static void
 list_messages(void)
 {
     fprintf(stdout, "%-32s %-6s %s\n", "TYPE", "VALUE", "DIRECTION");
-    /* The enum is sparse and below 0x400 (request/response flag bits). */
-    for (guint t = 0; t < 0x400; t++) {
-        if (!rpc_message_type_is_known(t))
-            continue;
-        RpcMessageType mt = (RpcMessageType)t;
-        const char *dir = rpc_message_type_is_request(mt)    ? "request"
-                          : rpc_message_type_is_response(mt) ? "response"
-                                                             : "-";
-        fprintf(stdout, "%-32s 0x%03x  %s\n", rpc_message_type_name(mt), t, dir);
+    /* In PyTorch's declaration order: the low byte, with the request or
+     * response flag bit (0x100 / 0x200) on top. */
+    for (guint low = 0; low < 0x100; low++) {
+        for (guint flag = 0; flag <= 0x200; flag += 0x100) {
+            guint t = low | flag;
+            if (!rpc_message_type_is_known(t))
+                continue;
+            RpcMessageType mt = (RpcMessageType)t;
+            const char *dir = rpc_message_type_is_request(mt)    ? "request"
+                              : rpc_message_type_is_response(mt) ? "response"
+                                                                 : "-";
+            fprintf(stdout, "%-32s 0x%03x  %s\n", rpc_message_type_name(mt), t, dir);
+        }
     }
 }
 
@@ -93,9 +97,10 @@ faultable_types(void)
 static void
 list_faults(void)
 {
-    fputs("Network faults (network { … } defaults, link A -> B { … } overrides):\n"
-          "  latency D | uniform(A, B) | normal(MEAN, SD) | lognormal(MEDIAN, SIGMA) |\n"
-          "          pareto(SCALE, ALPHA[, CAP])     per-message delay distribution\n"
+    fputs("Network faults (network { ... } defaults, link A -> B { ... } overrides):\n"
+          "  latency D | constant(D) | uniform(A, B) | normal(MEAN, SD) |\n"
+          "          lognormal(MEDIAN, SIGMA) | pareto(SCALE, ALPHA[, CAP])\n"
+          "                       the per-message latency distribution\n"
           "  bandwidth N          bytes per second; links serialise their messages\n"
           "  jitter D             extra latency, uniform in [0, D]\n"
           "  loss P               drop a message with probability P\n"
@@ -103,10 +108,10 @@ list_faults(void)
           "  reorder P            let a message overtake earlier ones on its link\n"
           "  (messages to a crashed worker bounce: \"Connection closed by peer\")\n"
           "\n"
-          "Faulty-agent rules (faults { … }), as PyTorch's FaultyTensorPipeAgent:\n"
-          "  fail TYPE[, TYPE…] [times N] [from WORKER]\n"
+          "Faulty-agent rules (faults { ... }), as PyTorch's FaultyTensorPipeAgent:\n"
+          "  fail TYPE[, TYPE...] [times N] [from WORKER]\n"
           "      the first N sends of each distinct message of TYPE fail (default N 3)\n"
-          "  delay TYPE[, TYPE…] by D [from WORKER]\n"
+          "  delay TYPE[, TYPE...] by D [from WORKER]\n"
           "      messages of TYPE wait D before they are written\n"
           "  accepted types:\n",
           stdout);
@@ -115,14 +120,16 @@ list_faults(void)
         fprintf(stdout, "    %s\n", (const char *)g_ptr_array_index(fail, i));
     g_ptr_array_unref(fail);
     fputs("\n"
-          "World actions (in a program, or timed in faults { at TIME … } /\n"
-          "{ after N KIND [on WORKER] … }):\n"
+          "World actions, in a program or timed in faults { ... }:\n"
+          "  at TIME ACTION                      at a virtual time\n"
+          "  after N KIND [on WORKER] ACTION     at the N-th trace record of KIND (rpc.serve)\n"
           "  crash W              the worker stops at once; peers' calls fail\n"
           "  restart W            a fresh agent with the same name and id\n"
           "  pause W [for D]      runs and receives nothing until resumed\n"
           "  resume W\n"
           "  partition A <-> B    block both directions (A -> B: one way)\n"
-          "  heal A <-> B | heal  lift one partition, or all of them\n"
+          "  heal A <-> B         lift a partition (heal A -> B: one way)\n"
+          "  heal all             lift every partition\n"
           "\n"
           "Fired counters (expect { fired KIND CMP N }, the faults= of run summaries):\n",
           stdout);
@@ -133,9 +140,8 @@ int
 sim_cli_list_main(int argc, char **argv)
 {
     GOptionEntry entries[] = {{NULL, 0, 0, 0, NULL, NULL, NULL}};
-    GOptionContext *ctx =
-        sim_cli_option_context("list", "functions|messages|faults|counters|builtins",
-                               list_summary, list_examples);
+    GOptionContext *ctx = sim_cli_option_context(
+        "list", "functions|messages|faults|counters|builtins", list_summary, list_examples);
     g_option_context_add_main_entries(ctx, entries, NULL);
     int rc = SIM_CLI_EXIT_OK;
     if (!sim_cli_parse_options(ctx, "list", &argc, &argv)) {

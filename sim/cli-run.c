@@ -16,7 +16,7 @@
 static const char run_summary[] =
     "Runs each scenario FILE once, at its default seed (the file's `seed`, else 0)\n"
     "or at --seed N, and prints one summary line per run:\n"
-    "  FILE seed=N PASS|FAIL time=<virtual s> events=N messages=N faults=N [kind=n …] fp=<hex>\n"
+    "  FILE seed=N PASS|FAIL time=<virtual s> events=N messages=N faults=N [kind=n ...] fp=<hex>\n"
     "A failing run also prints its failures (file:line:col: worker: message) and the\n"
     "command that replays it.";
 
@@ -52,7 +52,7 @@ sim_cli_run_main(int argc, char **argv)
         {G_OPTION_REMAINING, 0, 0, G_OPTION_ARG_FILENAME_ARRAY, &files, NULL, NULL},
         {NULL, 0, 0, 0, NULL, NULL, NULL},
     };
-    GOptionContext *ctx = sim_cli_option_context("run", "FILE…", run_summary, run_examples);
+    GOptionContext *ctx = sim_cli_option_context("run", "FILE...", run_summary, run_examples);
     g_option_context_add_main_entries(ctx, entries, NULL);
     int rc = SIM_CLI_EXIT_OK;
     FILE *trace = NULL;
@@ -270,6 +270,9 @@ first_difference(const GPtrArray *a, const GPtrArray *b)
     return -1;
 }
 
+/* Test hook: with RPCSIM_TEST_PERTURB_SECOND_RUN in the environment the
+ * second run of each seed uses seed + 1, so tests/test-cli.sh can check the
+ * mismatch report and exit status 4 without a nondeterministic build. */
 static gboolean
 check_seed(const char *path, const ScScenario *sc, guint64 seed, gboolean *failed)
 {
@@ -277,6 +280,8 @@ check_seed(const char *path, const ScScenario *sc, guint64 seed, gboolean *faile
     sim_run_options_init(&opt, seed);
     opt.keep_lines = TRUE;
     SimRunReport *r1 = sim_scenario_run(sc, &opt);
+    if (g_getenv("RPCSIM_TEST_PERTURB_SECOND_RUN") != NULL)
+        opt.seed = seed + 1;
     SimRunReport *r2 = sim_scenario_run(sc, &opt);
     gint64 diff = first_difference(r1->lines, r2->lines);
     gboolean same = diff < 0 && r1->fingerprint == r2->fingerprint && r1->passed == r2->passed &&
@@ -302,9 +307,10 @@ check_seed(const char *path, const ScScenario *sc, guint64 seed, gboolean *faile
             fprintf(stdout, "  the trace lines are identical; the difference is in records "
                             "after the kept lines or in the run's totals\n");
         }
-        char *cmd = sim_cli_replay_command(path, seed);
-        fprintf(stdout, "  reproduce: %s  (twice, and compare)\n", cmd);
-        g_free(cmd);
+        char *q = sim_cli_shell_quote(path);
+        fprintf(stdout, "  reproduce: rpcsim check-determinism %s --seeds %" G_GUINT64_FORMAT "\n",
+                q, seed);
+        g_free(q);
     }
     sim_run_report_free(r1);
     sim_run_report_free(r2);
@@ -322,8 +328,8 @@ sim_cli_check_main(int argc, char **argv)
         {G_OPTION_REMAINING, 0, 0, G_OPTION_ARG_FILENAME_ARRAY, &files, NULL, NULL},
         {NULL, 0, 0, 0, NULL, NULL, NULL},
     };
-    GOptionContext *ctx = sim_cli_option_context("check-determinism", "FILE…", check_summary,
-                                                 check_examples);
+    GOptionContext *ctx =
+        sim_cli_option_context("check-determinism", "FILE...", check_summary, check_examples);
     g_option_context_add_main_entries(ctx, entries, NULL);
     int rc = SIM_CLI_EXIT_OK;
     SimCliSeeds seeds = {0, 9};
@@ -361,9 +367,9 @@ sim_cli_check_main(int argc, char **argv)
         fprintf(stdout,
                 "%s: %s over seeds %" G_GUINT64_FORMAT "..%" G_GUINT64_FORMAT " (%" G_GUINT64_FORMAT
                 " seeds run twice, %" G_GUINT64_FORMAT " mismatched; %" G_GUINT64_FORMAT
-                " failing runs)\n",
+                " failing run%s)\n",
                 files[i], mismatches ? "NOT deterministic" : "deterministic", seeds.first,
-                seeds.last, n, mismatches, failing);
+                seeds.last, n, mismatches, failing, failing == 1 ? "" : "s");
         if (mismatches)
             rc = MAX(rc, SIM_CLI_EXIT_NONDETERMINISM);
         sim_scenario_free(sc);
@@ -396,7 +402,7 @@ sim_cli_lint_main(int argc, char **argv)
         {G_OPTION_REMAINING, 0, 0, G_OPTION_ARG_FILENAME_ARRAY, &files, NULL, NULL},
         {NULL, 0, 0, 0, NULL, NULL, NULL},
     };
-    GOptionContext *ctx = sim_cli_option_context("lint", "FILE…", lint_summary, lint_examples);
+    GOptionContext *ctx = sim_cli_option_context("lint", "FILE...", lint_summary, lint_examples);
     g_option_context_add_main_entries(ctx, entries, NULL);
     int rc = SIM_CLI_EXIT_OK;
     if (!sim_cli_parse_options(ctx, "lint", &argc, &argv)) {

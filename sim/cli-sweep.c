@@ -41,10 +41,10 @@
 
 #include "sim/cli-clock.h"
 
-#define FIRST_FAILS      5    /* failing seeds listed per file */
-#define STDERR_TAIL      8    /* lines of a child's stderr kept for its crash report */
-#define PROGRESS_US      100000 /* redraw the progress line at most 10 times a second */
-#define MAX_JOBS         1024
+#define FIRST_FAILS 5      /* failing seeds listed per file */
+#define STDERR_TAIL 8      /* lines of a child's stderr kept for its crash report */
+#define PROGRESS_US 100000 /* redraw the progress line at most 10 times a second */
+#define MAX_JOBS    1024
 
 typedef struct {
     guint64 q;
@@ -712,8 +712,8 @@ print_table(Sweep *s, FILE *f)
             s->seeds.last);
     if (s->shard_n > 1)
         fprintf(f, ", shard %" G_GUINT64_FORMAT "/%" G_GUINT64_FORMAT, s->shard_i, s->shard_n);
-    fprintf(f, ": %" G_GUINT64_FORMAT " runs in %u file%s\n", s->n_kept, s->n_files,
-            s->n_files == 1 ? "" : "s");
+    fprintf(f, ": %" G_GUINT64_FORMAT " run%s in %u file%s\n", s->n_kept, s->n_kept == 1 ? "" : "s",
+            s->n_files, s->n_files == 1 ? "" : "s");
     fprintf(f, "%-*s %10s %10s %10s %10s\n", w, "FILE", "RUNS", "PASSED", "FAILED", "ERRORS");
     for (guint i = 0; i < s->n_files; i++) {
         FileStats *fs = &s->stats[i];
@@ -733,8 +733,12 @@ print_table(Sweep *s, FILE *f)
         if (fs->n_first == 0)
             continue;
         guint64 bad = fs->failed + fs->errors;
-        fprintf(f, "\n%s: %" G_GUINT64_FORMAT " failing seed%s; the first %u:\n", s->paths[i], bad,
-                bad == 1 ? "" : "s", fs->n_first);
+        if (bad > fs->n_first)
+            fprintf(f, "\n%s: %" G_GUINT64_FORMAT " failing seeds, the first %u:\n", s->paths[i],
+                    bad, fs->n_first);
+        else
+            fprintf(f, "\n%s: %" G_GUINT64_FORMAT " failing seed%s:\n", s->paths[i], bad,
+                    bad == 1 ? "" : "s");
         for (guint j = 0; j < fs->n_first; j++) {
             char *cmd = sim_cli_replay_command(s->paths[i], fs->first_seed[j]);
             fprintf(f, "  seed %" G_GUINT64_FORMAT ": %s\n", fs->first_seed[j], cmd);
@@ -836,11 +840,11 @@ write_junit(Sweep *s, GError **error)
             }
             if (r->status != 'E') {
                 char t[SIM_TIME_FORMAT_LEN];
-                g_string_append_printf(
-                    x,
-                    "      <system-out>time=%ss events=%" G_GUINT64_FORMAT
-                    " messages=%" G_GUINT64_FORMAT " faults=%" G_GUINT64_FORMAT,
-                    sim_time_format(r->end_time, t, sizeof t), r->events, r->messages, r->faults);
+                g_string_append_printf(x,
+                                       "      <system-out>time=%ss events=%" G_GUINT64_FORMAT
+                                       " messages=%" G_GUINT64_FORMAT " faults=%" G_GUINT64_FORMAT,
+                                       sim_time_format(r->end_time, t, sizeof t), r->events,
+                                       r->messages, r->faults);
                 if (r->fired[0]) {
                     g_string_append(x, " [");
                     xml_escape(x, r->fired, FALSE);
@@ -943,7 +947,7 @@ sim_cli_sweep_main(int argc, char **argv)
         {"shard", 0, 0, G_OPTION_ARG_STRING, &shard_text,
          "Run only shard I of N (1-based): the pairs whose number % N == I-1", "I/N"},
         {"tap", 0, 0, G_OPTION_ARG_NONE, &tap,
-         "Print TAP on standard output: \"ok 1 - FILE seed=N fp=…\", the first failure as a "
+         "Print TAP on standard output: \"ok 1 - FILE seed=N fp=...\", the first failure as a "
          "diagnostic",
          NULL},
         {"junit", 0, 0, G_OPTION_ARG_FILENAME, &junit_path,
@@ -956,7 +960,7 @@ sim_cli_sweep_main(int argc, char **argv)
         {NULL, 0, 0, 0, NULL, NULL, NULL},
     };
     GOptionContext *ctx =
-        sim_cli_option_context("sweep", "FILE… --seeds A..B", sweep_summary, sweep_examples);
+        sim_cli_option_context("sweep", "FILE... --seeds A..B", sweep_summary, sweep_examples);
     g_option_context_add_main_entries(ctx, entries, NULL);
     int rc = SIM_CLI_EXIT_OK;
     Sweep s = {0};
@@ -1050,9 +1054,10 @@ sim_cli_sweep_main(int argc, char **argv)
     print_table(&s, tap ? stderr : stdout);
     if (!quiet) {
         double secs = (double)(sim_cli_clock_now_us() - s.start_us) / 1e6;
-        fprintf(stderr, "sweep: %" G_GUINT64_FORMAT " runs in %.2f s (%.0f runs/s, %u process%s)\n",
-                s.done, secs, secs > 0 ? (double)s.done / secs : 0.0, s.jobs,
-                s.jobs == 1 ? "" : "es");
+        fprintf(stderr,
+                "sweep: %" G_GUINT64_FORMAT " run%s in %.2f s (%.0f runs/s, %u process%s)\n",
+                s.done, s.done == 1 ? "" : "s", secs, secs > 0 ? (double)s.done / secs : 0.0,
+                s.jobs, s.jobs == 1 ? "" : "es");
     }
     if (junit && !write_junit(&s, &err)) {
         fprintf(stderr, "rpcsim sweep: cannot write %s: %s\n", junit_path, err->message);

@@ -4,6 +4,7 @@
  * with GOption and has its own --help (cli-run.c, cli-sweep.c, cli-list.c).
  * The exit codes below are an interface: scripts and CI depend on them.
  */
+#include <locale.h>
 #include <string.h>
 
 #include "sim/cli-common.h"
@@ -29,7 +30,7 @@ static void
 print_help(FILE *f)
 {
     fputs("Usage:\n"
-          "  rpcsim SUBCOMMAND [OPTION…] [ARG…]\n"
+          "  rpcsim SUBCOMMAND [OPTION...] [ARG...]\n"
           "\n"
           "A deterministic simulator of torch.distributed.rpc: scenario files describe\n"
           "workers, a network, faults, a program per worker and the expected outcome;\n"
@@ -39,29 +40,33 @@ print_help(FILE *f)
           f);
     for (gsize i = 0; i < G_N_ELEMENTS(subcommands); i++)
         fprintf(f, "  %-19s %s\n", subcommands[i].name, subcommands[i].summary);
-    fputs("\n"
-          "Run 'rpcsim SUBCOMMAND --help' for a subcommand's options and examples.\n"
-          "\n"
-          "Examples:\n"
-          "  rpcsim run scenarios/basic/rpc-sync.rpcs\n"
-          "  rpcsim sweep scenarios/faults/*.rpcs --seeds 0..9999 -j 8\n"
-          "  rpcsim replay scenarios/faults/retry.rpcs --seed 1234 --trace-format chrome -o t.json\n"
-          "  rpcsim check-determinism scenarios/basic/*.rpcs --seeds 0..99\n"
-          "\n"
-          "Exit status (when several apply, the largest wins):\n"
-          "  0  every run passed\n"
-          "  1  a scenario failed: an expectation, an uncaught program error, an\n"
-          "     unexpected deadlock or time limit\n"
-          "  2  bad input: a usage error, an unreadable or malformed scenario (the\n"
-          "     parser's file:line:col: message goes to standard error)\n"
-          "  3  internal error: a sweep worker process crashed, or rpcsim itself failed\n"
-          "  4  check-determinism found two runs of one seed that differ\n",
-          f);
+    fputs(
+        "\n"
+        "Run 'rpcsim SUBCOMMAND --help' for a subcommand's options and examples.\n"
+        "\n"
+        "Examples:\n"
+        "  rpcsim run scenarios/basic/rpc-sync.rpcs\n"
+        "  rpcsim sweep scenarios/faults/*.rpcs --seeds 0..9999 -j 8\n"
+        "  rpcsim replay scenarios/faults/retry.rpcs --seed 1234 --trace-format chrome -o t.json\n"
+        "  rpcsim check-determinism scenarios/basic/*.rpcs --seeds 0..99\n"
+        "\n"
+        "Exit status (when several apply, the largest wins):\n"
+        "  0  every run passed\n"
+        "  1  a scenario failed: an expectation, an uncaught program error, an\n"
+        "     unexpected deadlock or time limit\n"
+        "  2  bad input: a usage error, an unreadable or malformed scenario (the\n"
+        "     parser's file:line:col: message goes to standard error)\n"
+        "  3  internal error: a sweep worker process crashed, or rpcsim itself failed\n"
+        "  4  check-determinism found two runs of one seed that differ\n",
+        f);
 }
 
 int
 main(int argc, char **argv)
 {
+    /* The character set only (GOption converts its help to it): numbers
+     * must print the same in every locale, so LC_NUMERIC stays "C". */
+    setlocale(LC_CTYPE, "");
     g_set_prgname("rpcsim");
     if (argc < 2) {
         fputs("rpcsim: missing SUBCOMMAND\n\n", stderr);

@@ -55,7 +55,7 @@ typedef struct {
 } Arity;
 
 static const Arity builtins[] = {
-    {"rpc_sync", 2, -1, KW_ANY},    {"rpc_async", 2, -1, KW_ANY},   {"wait", 1, 1, KW_NONE},
+    {"rpc_sync", 2, -1, KW_ANY},    {"rpc_async", 2, -1, KW_ANY},    {"wait", 1, 1, KW_NONE},
     {"wait_all", 1, -1, KW_NONE},   {"collect_all", 1, -1, KW_NONE}, {"ones", 0, 8, KW_NONE},
     {"zeros", 0, 8, KW_NONE},       {"full", 1, 9, KW_NONE},         {"tensor", 1, 1, KW_NONE},
     {"len", 1, 1, KW_NONE},         {"now", 0, 0, KW_NONE},          {"worker_id", 0, 0, KW_NONE},
@@ -65,38 +65,51 @@ static const Arity builtins[] = {
 
 /* Same order as builtins[]. */
 static const char *const builtin_names[] = {
-    "rpc_sync", "rpc_async", "wait",      "wait_all",    "collect_all", "ones",
-    "zeros",    "full",      "tensor",    "len",         "now",         "worker_id",
+    "rpc_sync",    "rpc_async",   "wait",    "wait_all", "collect_all", "ones",
+    "zeros",       "full",        "tensor",  "len",      "now",         "worker_id",
     "worker_name", "worker_info", "counter", "future",   "str",         NULL,
 };
 
 static const Arity methods[] = {
-    {"wait", 0, 0, KW_NONE},       {"done", 0, 0, KW_NONE},          {"value", 0, 0, KW_NONE},
-    {"then", 1, -1, KW_NONE},      {"set_result", 1, 1, KW_NONE},    {"set_exception", 1, 2, KW_NONE},
+    {"wait", 0, 0, KW_NONE},  {"done", 0, 0, KW_NONE},       {"value", 0, 0, KW_NONE},
+    {"then", 1, -1, KW_NONE}, {"set_result", 1, 1, KW_NONE}, {"set_exception", 1, 2, KW_NONE},
 };
 
 static const char *const counter_names[] = {
-    "client_active_calls", "server_active_calls", "server_active_async_calls",
-    "requests_sent",       "responses_received",  "requests_served",
-    "timeouts",            "late_responses",      "decode_errors",
+    "client_active_calls",
+    "server_active_calls",
+    "server_active_async_calls",
+    "requests_sent",
+    "responses_received",
+    "requests_served",
+    "timeouts",
+    "late_responses",
+    "decode_errors",
     NULL,
 };
 
 static const char *const fired_names[] = {
-    "fail", "delay", "crash", "restart", "pause", "loss", "duplicate", "partition", "bounce",
-    "reorder", NULL,
+    "fail",      "delay",     "crash",  "restart", "pause", "loss",
+    "duplicate", "partition", "bounce", "reorder", NULL,
 };
 
 /* The faulty agent's types (faults.h). */
 static const char *const message_types[] = {
-    "RREF_FORK_REQUEST",      "RREF_CHILD_ACCEPT",  "RREF_USER_DELETE",
-    "CLEANUP_AUTOGRAD_CONTEXT_REQ", "PYTHON_REMOTE_CALL", "SCRIPT_REMOTE_CALL",
-    "PYTHON_CALL",            "SCRIPT_CALL",        "PYTHON_RREF_FETCH_CALL",
-    "SCRIPT_RREF_FETCH_CALL", NULL,
+    "RREF_FORK_REQUEST",
+    "RREF_CHILD_ACCEPT",
+    "RREF_USER_DELETE",
+    "CLEANUP_AUTOGRAD_CONTEXT_REQ",
+    "PYTHON_REMOTE_CALL",
+    "SCRIPT_REMOTE_CALL",
+    "PYTHON_CALL",
+    "SCRIPT_CALL",
+    "PYTHON_RREF_FETCH_CALL",
+    "SCRIPT_RREF_FETCH_CALL",
+    NULL,
 };
 
 enum { SEC_DESCRIBE, SEC_WORLD, SEC_NETWORK, SEC_FAULTS, SEC_ON, SEC_EXPECT, N_SECTIONS };
-static const char *const section_names[] = {"describe", "world", "network", "faults",
+static const char *const section_names[] = {"describe", "world",  "network", "faults",
                                             "on",       "expect", NULL};
 
 enum { W_WORKERS, W_THREADS, W_RPC_TIMEOUT, W_SEED, W_SHUTDOWN, W_TIME_LIMIT, N_WORLD };
@@ -105,8 +118,8 @@ static const char *const world_keys[] = {"workers",  "threads",    "rpc_timeout"
 
 /* The first six in SC_LINK_SET_* bit order. */
 enum { N_LATENCY, N_BANDWIDTH, N_JITTER, N_LOSS, N_DUPLICATE, N_REORDER, N_LINK, N_NET };
-static const char *const net_keys[] = {"latency", "bandwidth", "duplicate" == NULL ? "" : "jitter",
-                                       "loss",    "duplicate", "reorder", "link", NULL};
+static const char *const net_keys[] = {"latency",   "bandwidth", "jitter", "loss",
+                                       "duplicate", "reorder",   "link",   NULL};
 
 static const char *const fault_keys[] = {"fail", "delay", "at", "after", NULL};
 
@@ -129,9 +142,9 @@ static const char *const action_names[] = {"crash",     "restart", "pause", "res
                                            "partition", "heal",    NULL};
 
 static const char *const stmt_keywords[] = {
-    "sleep", "expect",   "repeat",  "parallel", "print", "set_rpc_timeout", "shutdown",
-    "barrier", "crash",  "restart", "pause",    "resume", "partition",      "heal",
-    NULL,
+    "sleep",           "expect",   "repeat",    "parallel", "print",
+    "set_rpc_timeout", "shutdown", "barrier",   "crash",    "restart",
+    "pause",           "resume",   "partition", "heal",     NULL,
 };
 
 static const char *const expr_keywords[] = {"None", "True", "False", "and", "or", "not", NULL};
@@ -144,8 +157,8 @@ static const struct {
     const char *sig;
     guint min;
 } dists[] = {
-    {"constant", SIM_DIST_CONSTANT, "D", 1},    {"uniform", SIM_DIST_UNIFORM, "DD", 2},
-    {"normal", SIM_DIST_NORMAL, "DD", 2},       {"lognormal", SIM_DIST_LOGNORMAL, "DF", 2},
+    {"constant", SIM_DIST_CONSTANT, "D", 1}, {"uniform", SIM_DIST_UNIFORM, "DD", 2},
+    {"normal", SIM_DIST_NORMAL, "DD", 2},    {"lognormal", SIM_DIST_LOGNORMAL, "DF", 2},
     {"pareto", SIM_DIST_PARETO, "DFD", 2},
 };
 
@@ -232,18 +245,30 @@ typedef struct {
 } Unit;
 
 static const Unit units[] = {
-    {"ns", T_DURATION, 1, 0, 0},      {"us", T_DURATION, 1, 3, 0},
-    {"ms", T_DURATION, 1, 6, 0},      {"s", T_DURATION, 1, 9, 0},
-    {"m", T_DURATION, 60, 9, 0},      {"h", T_DURATION, 3600, 9, 0},
-    {"B", T_SIZE, 0, 0, 1},           {"KB", T_SIZE, 0, 0, 1e3},
-    {"MB", T_SIZE, 0, 0, 1e6},        {"GB", T_SIZE, 0, 0, 1e9},
-    {"KiB", T_SIZE, 0, 0, 1024.0},    {"MiB", T_SIZE, 0, 0, 1048576.0},
-    {"GiB", T_SIZE, 0, 0, 1073741824.0}, {"B/s", T_RATE, 0, 0, 1},
-    {"KB/s", T_RATE, 0, 0, 1e3},      {"MB/s", T_RATE, 0, 0, 1e6},
-    {"GB/s", T_RATE, 0, 0, 1e9},      {"KiB/s", T_RATE, 0, 0, 1024.0},
-    {"MiB/s", T_RATE, 0, 0, 1048576.0}, {"GiB/s", T_RATE, 0, 0, 1073741824.0},
-    {"bps", T_RATE, 0, 0, 0.125},     {"Kbps", T_RATE, 0, 0, 125.0},
-    {"Mbps", T_RATE, 0, 0, 125e3},    {"Gbps", T_RATE, 0, 0, 125e6},
+    {"ns", T_DURATION, 1, 0, 0},
+    {"us", T_DURATION, 1, 3, 0},
+    {"ms", T_DURATION, 1, 6, 0},
+    {"s", T_DURATION, 1, 9, 0},
+    {"m", T_DURATION, 60, 9, 0},
+    {"h", T_DURATION, 3600, 9, 0},
+    {"B", T_SIZE, 0, 0, 1},
+    {"KB", T_SIZE, 0, 0, 1e3},
+    {"MB", T_SIZE, 0, 0, 1e6},
+    {"GB", T_SIZE, 0, 0, 1e9},
+    {"KiB", T_SIZE, 0, 0, 1024.0},
+    {"MiB", T_SIZE, 0, 0, 1048576.0},
+    {"GiB", T_SIZE, 0, 0, 1073741824.0},
+    {"B/s", T_RATE, 0, 0, 1},
+    {"KB/s", T_RATE, 0, 0, 1e3},
+    {"MB/s", T_RATE, 0, 0, 1e6},
+    {"GB/s", T_RATE, 0, 0, 1e9},
+    {"KiB/s", T_RATE, 0, 0, 1024.0},
+    {"MiB/s", T_RATE, 0, 0, 1048576.0},
+    {"GiB/s", T_RATE, 0, 0, 1073741824.0},
+    {"bps", T_RATE, 0, 0, 0.125},
+    {"Kbps", T_RATE, 0, 0, 125.0},
+    {"Mbps", T_RATE, 0, 0, 125e3},
+    {"Gbps", T_RATE, 0, 0, 125e6},
     {"%", T_PERCENT, 0, 0, 0.01},
 };
 
@@ -283,10 +308,13 @@ typedef struct {
     ScExpr *expr;
 } Pending;
 
+/* Settings seen in one block (world, network or link), for duplicates. */
+#define MAX_KEYS 8
 typedef struct {
-    gboolean set[N_NET > N_WORLD ? N_NET : N_WORLD];
-    ScLoc at[N_NET > N_WORLD ? N_NET : N_WORLD];
+    gboolean set[MAX_KEYS];
+    ScLoc at[MAX_KEYS];
 } Seen;
+G_STATIC_ASSERT((int)N_NET <= MAX_KEYS && (int)N_WORLD <= MAX_KEYS);
 
 typedef struct {
     const char *path;
@@ -302,9 +330,9 @@ typedef struct {
     GError *error;
 
     ScScenario *sc;
-    GArray *pending;     /* Pending, in text order */
-    GHashTable *vars;    /* names assigned so far in the current program */
-    GPtrArray *names;    /* workers [ … ]: the declared names, or NULL */
+    GArray *pending;  /* Pending, in text order */
+    GHashTable *vars; /* names assigned so far in the current program */
+    GPtrArray *names; /* workers [ … ]: the declared names, or NULL */
     gboolean sec_seen[N_SECTIONS];
     ScLoc sec_at[N_SECTIONS];
     ScLoc eof;
@@ -441,8 +469,7 @@ lex_string(Parser *p, Token *t)
                     lex_error(p, t, i,
                               "invalid escape '\\%c' in string (allowed: \\n \\t \\\" \\\\)", e);
                 else
-                    lex_error(p, t, i, "invalid escape in string (backslash, then byte 0x%02x)",
-                              e);
+                    lex_error(p, t, i, "invalid escape in string (backslash, then byte 0x%02x)", e);
                 goto fail;
             }
             i += 2;
@@ -790,9 +817,8 @@ lex(Parser *p, Token *t)
     memset(t, 0, sizeof *t);
     const char *s = p->text;
     for (;;) {
-        while (p->pos < p->len &&
-               (s[p->pos] == ' ' || s[p->pos] == '\t' || s[p->pos] == '\r' ||
-                s[p->pos] == '\f' || s[p->pos] == '\v'))
+        while (p->pos < p->len && (s[p->pos] == ' ' || s[p->pos] == '\t' || s[p->pos] == '\r' ||
+                                   s[p->pos] == '\f' || s[p->pos] == '\v'))
             p->pos++;
         if (p->lex_dead || p->pos >= p->len) {
             t->kind = T_EOF;
@@ -1230,9 +1256,11 @@ parse_worker_into(Parser *p, GArray *arr, GHashTable *seen)
     g_hash_table_add(seen, g_strdup(name));
     gint none = -1;
     g_array_append_val(arr, none);
-    pend(p, (Pending){
-                .kind = PEND_WORKER_IN_ARRAY, .loc = loc, .name = name, .arr = arr,
-                .idx = arr->len - 1});
+    pend(p, (Pending){.kind = PEND_WORKER_IN_ARRAY,
+                      .loc = loc,
+                      .name = name,
+                      .arr = arr,
+                      .idx = arr->len - 1});
     return TRUE;
 }
 
@@ -1366,6 +1394,7 @@ parse_dist(Parser *p, SimDist *out)
         return FALSE;
     }
     const char *name = dists[k].name, *sig = dists[k].sig;
+    const ScLoc name_loc = t->loc;
     const guint max = (guint)strlen(sig);
     advance(p);
     if (!expect_tok(p, T_LPAREN, "'(' after the distribution name"))
@@ -1380,7 +1409,8 @@ parse_dist(Parser *p, SimDist *out)
         if (t->kind == T_RPAREN)
             break;
         if (n >= max) {
-            fail(p, t->loc, "%s() takes at most %u arguments", name, max);
+            fail(p, t->loc, "%s() takes at most %u argument%s (%u given)", name, max,
+                 max == 1 ? "" : "s", n + 1);
             return FALSE;
         }
         if (sig[n] == 'D') {
@@ -1407,7 +1437,6 @@ parse_dist(Parser *p, SimDist *out)
              dists[k].min < max ? "at least " : "", dists[k].min, n);
         return FALSE;
     }
-    ScLoc close = t->loc;
     advance(p);
     *out = (SimDist){.kind = dists[k].kind, .a = dur[0], .shape = shape};
     switch (out->kind) {
@@ -1415,14 +1444,14 @@ parse_dist(Parser *p, SimDist *out)
     case SIM_DIST_NORMAL:
         out->b = dur[1];
         if (out->kind == SIM_DIST_UNIFORM && out->a > out->b) {
-            fail(p, close, "uniform(): the lower bound is above the upper bound");
+            fail(p, name_loc, "uniform(): the lower bound is above the upper bound");
             return FALSE;
         }
         break;
     case SIM_DIST_PARETO:
         out->b = n > 2 ? dur[2] : 0;
         if (!(shape > 0)) {
-            fail(p, close, "pareto(): the shape must be positive");
+            fail(p, name_loc, "pareto(): the shape must be positive");
             return FALSE;
         }
         break;
@@ -2196,8 +2225,8 @@ parse_stmt(Parser *p, gpointer data)
     advance(p);
     if (strcmp(what, "sleep") == 0 || strcmp(what, "set_rpc_timeout") == 0 ||
         strcmp(what, "print") == 0) {
-        s->kind = what[0] == 's' ? (what[1] == 'l' ? SC_STMT_SLEEP : SC_STMT_SET_TIMEOUT)
-                                 : SC_STMT_PRINT;
+        s->kind =
+            what[0] == 's' ? (what[1] == 'l' ? SC_STMT_SLEEP : SC_STMT_SET_TIMEOUT) : SC_STMT_PRINT;
         s->u.expr = parse_stmt_expr(p);
         if (s->u.expr == NULL)
             return FALSE;
@@ -2218,7 +2247,6 @@ parse_stmt(Parser *p, gpointer data)
         if (s->u.experr.expr == NULL)
             return FALSE;
         for (;;) {
-            t = peek(p);
             if (at_word(p, "kind") && s->u.experr.kind == NULL) {
                 advance(p);
                 if (peek(p)->kind != T_IDENT) {
@@ -2789,8 +2817,7 @@ fault_item(Parser *p, gpointer ctx)
     }
     gint k = index_of(fault_keys, t->str);
     if (k < 0) {
-        fail(p, t->loc, "unknown fault '%s' in faults (expected fail, delay, at or after)",
-             t->str);
+        fail(p, t->loc, "unknown fault '%s' in faults (expected fail, delay, at or after)", t->str);
         return FALSE;
     }
     ScLoc loc = t->loc;
@@ -2905,9 +2932,9 @@ expect_item(Parser *p, gpointer ctx)
         break;
     case X_COUNTER:
         x->kind = SC_END_COUNTER;
-        if (!parse_worker_slot(p, &x->worker) || !parse_name_in(p, counter_names, "counter",
-                                                                &x->name) ||
-            !parse_cmp_op(p, &x->cmp) || !parse_count_value(p, "the counter's value", &x->value))
+        if (!parse_worker_slot(p, &x->worker) ||
+            !parse_name_in(p, counter_names, "counter", &x->name) || !parse_cmp_op(p, &x->cmp) ||
+            !parse_count_value(p, "the counter's value", &x->value))
             return FALSE;
         break;
     case X_FIRED:
@@ -3012,7 +3039,8 @@ parse_sections(Parser *p)
         p->sec_at[k] = loc;
         advance(p);
         gboolean ok = FALSE;
-        Seen seen = {{0}};
+        Seen seen;
+        memset(&seen, 0, sizeof seen);
         switch (k) {
         case SEC_DESCRIBE:
             ok = parse_text_arg(p, "describe", &p->sc->description) && end_stmt(p, "describe");
@@ -3124,7 +3152,8 @@ check(Parser *p)
     return !FAILED(p);
 }
 
-/* --- entry points ------------------------------------------------------------------------------ */
+/* --- entry points ------------------------------------------------------------------------------
+ */
 
 static ScScenario *
 parse_text(const char *path, const char *text, gsize len, GError **error)

@@ -5,6 +5,7 @@
 #   valgrind   every unit test binary under memcheck; one count per binary:
 #              fails on any error or any definitely/indirectly lost byte
 #   scenarios  tests/scenario-tests.sh (every scenario file, golden digests)
+#   cli        tests/test-cli.sh (every rpcsim subcommand and exit code)
 #   lint       .ci/lint.sh (determinism and layering rules, formatting)
 #   all        all of the above
 #
@@ -86,6 +87,20 @@ run_scenarios() {
     [ "$f" -eq 0 ] || failed_names="$failed_names scenarios"
 }
 
+run_cli() {
+    [ -f tests/test-cli.sh ] || return 0
+    out=$(sh tests/test-cli.sh "$O" 2>&1)
+    printf '%s\n' "$out" >"$LOGS/test-cli.log"
+    echo "$out" | grep -v '^[0-9]* passed, [0-9]* failed' | grep -v '^ok ' | sed 's/^/cli: /'
+    line=$(echo "$out" | grep -E '^[0-9]+ passed, [0-9]+ failed' | tail -n 1)
+    p=$(echo "$line" | sed -E 's/^([0-9]+) passed.*/\1/')
+    f=$(echo "$line" | sed -E 's/^[0-9]+ passed, ([0-9]+) failed.*/\1/')
+    [ -n "$p" ] || { note_fail cli; return; }
+    pass=$((pass + p)); fail=$((fail + f))
+    [ "$f" -eq 0 ] || failed_names="$failed_names cli"
+    echo "cli: $p passed, $f failed"
+}
+
 run_lint() {
     if sh .ci/lint.sh >"$LOGS/lint.log" 2>&1; then
         pass=$((pass + 1)); echo "lint: clean"
@@ -99,8 +114,9 @@ case "$MODE" in
     valgrind) run_valgrind ;;
     scenarios) run_scenarios ;;
     lint) run_lint ;;
-    all) run_unit; run_scenarios; run_lint; run_valgrind ;;
-    *) echo "usage: $0 BUILD_DIR unit|valgrind|scenarios|lint|all" >&2; exit 2 ;;
+    cli) run_cli ;;
+    all) run_unit; run_scenarios; run_cli; run_lint; run_valgrind ;;
+    *) echo "usage: $0 BUILD_DIR unit|valgrind|scenarios|cli|lint|all" >&2; exit 2 ;;
 esac
 
 [ -z "$failed_names" ] || echo "failed:$failed_names"
