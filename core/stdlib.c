@@ -16,6 +16,7 @@
 
 #include "core/agent-internal.h"
 #include "core/future.h"
+#include "core/rref.h"
 #include "core/tensor.h"
 
 /* --- value arithmetic ----------------------------------------------------- */
@@ -688,6 +689,164 @@ udf_async_wrong_type(RpcAgent *self, const RpcValue *args, const RpcValue *kwarg
     return ones_value(2, 2);
 }
 
+/* --- RRef helpers (spec §11.0) -------------------------------------------------- */
+
+static gboolean
+need_rref(const char *f, const RpcValue *v, RpcRRef **out, GError **error)
+{
+    *out = v ? rpc_value_get_rref(v) : NULL;
+    if (*out != NULL)
+        return TRUE;
+    g_set_error(error, RPC_ERROR, RPC_ERROR_TYPE, "%s() expects an RRef, not %s", f,
+                v ? rpc_value_type_name(rpc_value_type(v)) : "nothing");
+    return FALSE;
+}
+
+static RpcValue *
+remote_add(RpcAgent *self, const RpcValue *dst, gint64 k, GError **error)
+{
+    return rpc_remote(self, dst, "add", args2(ones_value(2, 2), rpc_value_new_int(k)), NULL,
+                      RPC_TIMEOUT_UNSET, error);
+}
+
+/* nested_remote(dst): remote(dst, add, (ones(2,2), 3)).to_here() */
+static RpcValue *
+udf_nested_remote(RpcAgent *self, const RpcValue *args, const RpcValue *kwargs, GError **error)
+{
+    static const char *const names[] = {"dst", NULL};
+    BIND("nested_remote", names, 1);
+    RpcValue *r = remote_add(self, p[0], 3, error);
+    if (r == NULL)
+        return NULL;
+    RpcValue *v = rpc_rref_to_here(rpc_value_get_rref(r), RPC_TIMEOUT_UNSET, error);
+    rpc_value_unref(r);
+    return v;
+}
+
+/* nested_rref(dst): (remote(dst, add, (ones,1)), remote(dst, add, (ones,2))) */
+static RpcValue *
+udf_nested_rref(RpcAgent *self, const RpcValue *args, const RpcValue *kwargs, GError **error)
+{
+    static const char *const names[] = {"dst", NULL};
+    BIND("nested_rref", names, 1);
+    RpcValue *a = remote_add(self, p[0], 1, error);
+    RpcValue *b = a ? remote_add(self, p[0], 2, error) : NULL;
+    if (b == NULL) {
+        rpc_value_unref(a);
+        return NULL;
+    }
+    return args2(a, b);
+}
+
+/* rpc_return_rref(dst): remote(dst, add, (ones(2,2), 1)) */
+static RpcValue *
+udf_rpc_return_rref(RpcAgent *self, const RpcValue *args, const RpcValue *kwargs, GError **error)
+{
+    static const char *const names[] = {"dst", NULL};
+    BIND("rpc_return_rref", names, 1);
+    return remote_add(self, p[0], 1, error);
+}
+
+/* rref_forward_chain(dst, world_size, rref, ttl) */
+static RpcValue *
+udf_rref_forward_chain(RpcAgent *self, const RpcValue *args, const RpcValue *kwargs,
+                       GError **error)
+{
+    static const char *const names[] = {"dst", "world_size", "rref", "ttl", NULL};
+    BIND("rref_forward_chain", names, 4);
+    RpcRRef *r;
+    if (!need_rref("rref_forward_chain", p[2], &r, error))
+        return NULL;
+    gint64 dst = rpc_value_get_int(p[0]), ws = rpc_value_get_int(p[1]);
+    gint64 ttl = rpc_value_get_int(p[3]);
+    if (ttl <= 0)
+        return rpc_rref_to_here(r, RPC_TIMEOUT_UNSET, error);
+    RpcValue *a = rpc_value_new_list();
+    rpc_value_list_append(a, rpc_value_new_int((dst + 1) % ws));
+    rpc_value_list_append(a, rpc_value_new_int(ws));
+    rpc_value_list_append(a, rpc_value_ref(p[2]));
+    rpc_value_list_append(a, rpc_value_new_int(ttl - 1));
+    RpcValue *to = rpc_value_new_int(dst);
+    RpcValue *next = rpc_remote(self, to, "rref_forward_chain", a, NULL, RPC_TIMEOUT_UNSET, error);
+    rpc_value_unref(to);
+    if (next == NULL)
+        return NULL;
+    RpcValue *l = rpc_value_new_list();
+    rpc_value_list_append(l, next);
+    return l;
+}
+
+/* add_rref_to_value(rref, v): rref.to_here() + v */
+static RpcValue *
+udf_add_rref_to_value(RpcAgent *self, const RpcValue *args, const RpcValue *kwargs,
+                      GError **error)
+{
+    static const char *const names[] = {"rref", "value", NULL};
+    BIND("add_rref_to_value", names, 2);
+    RpcRRef *r;
+    if (!need_rref("add_rref_to_value", p[0], &r, error))
+        return NULL;
+    RpcValue *v = rpc_rref_to_here(r, RPC_TIMEOUT_UNSET, error);
+    if (v == NULL)
+        return NULL;
+    RpcValue *sum = rpc_stdlib_arith(OP_ADD, v, p[1], error);
+    rpc_value_unref(v);
+    return sum;
+}
+
+/* my_rref_function(a, b): a.to_here() + b.to_here() */
+static RpcValue *
+udf_my_rref_function(RpcAgent *self, const RpcValue *args, const RpcValue *kwargs,
+                     GError **error)
+{
+    static const char *const names[] = {"rref_a", "rref_b", NULL};
+    BIND("my_rref_function", names, 2);
+    RpcRRef *a, *b;
+    if (!need_rref("my_rref_function", p[0], &a, error) ||
+        !need_rref("my_rref_function", p[1], &b, error))
+        return NULL;
+    RpcValue *x = rpc_rref_to_here(a, RPC_TIMEOUT_UNSET, error);
+    RpcValue *y = x ? rpc_rref_to_here(b, RPC_TIMEOUT_UNSET, error) : NULL;
+    RpcValue *sum = y ? rpc_stdlib_arith(OP_ADD, x, y, error) : NULL;
+    rpc_value_unref(x);
+    rpc_value_unref(y);
+    return sum;
+}
+
+/* check_rref_confirmed(rref): rref.confirmed_by_owner() */
+static RpcValue *
+udf_check_rref_confirmed(RpcAgent *self, const RpcValue *args, const RpcValue *kwargs,
+                         GError **error)
+{
+    static const char *const names[] = {"rref", NULL};
+    BIND("check_rref_confirmed", names, 1);
+    RpcRRef *r;
+    if (!need_rref("check_rref_confirmed", p[0], &r, error))
+        return NULL;
+    return rpc_value_new_bool(rpc_rref_confirmed_by_owner(r));
+}
+
+/* rref_to_here(rref) / rref_local_value(rref): the value on this worker. */
+static RpcValue *
+udf_rref_to_here(RpcAgent *self, const RpcValue *args, const RpcValue *kwargs, GError **error)
+{
+    static const char *const names[] = {"rref", NULL};
+    BIND("rref_to_here", names, 1);
+    RpcRRef *r;
+    if (!need_rref("rref_to_here", p[0], &r, error))
+        return NULL;
+    return rpc_rref_to_here(r, RPC_TIMEOUT_UNSET, error);
+}
+
+/* make_rref(v): RRef(v), a local OwnerRRef on the callee. */
+static RpcValue *
+udf_make_rref(RpcAgent *self, const RpcValue *args, const RpcValue *kwargs, GError **error)
+{
+    static const char *const names[] = {"value", NULL};
+    BIND("make_rref", names, 1);
+    return rpc_rref_new_local(self, rpc_value_ref(p[0]), error);
+}
+
 /* --- the table ------------------------------------------------------------------ */
 
 #define BUILTIN(n, q, f, lo, hi, d) {n, q, f, RPC_FUNC_BUILTIN, lo, hi, d}
@@ -727,6 +886,16 @@ static const RpcFunctionDef stdlib_defs[] = {
     UDF("min", udf_min, "Python's min(*args)"),
     UDF("return_future", udf_return_future, "returns a Future (cannot be pickled)"),
     UDF("fail_on_fut", udf_fail_on_fut, "takes a Future argument (cannot be pickled)"),
+    UDF("nested_remote", udf_nested_remote, "remote(dst, add, (ones(2,2), 3)).to_here()"),
+    UDF("nested_rref", udf_nested_rref, "two RRefs created on dst, returned as a list"),
+    UDF("rpc_return_rref", udf_rpc_return_rref, "returns remote(dst, add, (ones(2,2), 1))"),
+    UDF("rref_forward_chain", udf_rref_forward_chain,
+        "forwards an RRef through ttl hops of remote(), then to_here()"),
+    UDF("add_rref_to_value", udf_add_rref_to_value, "rref.to_here() + v"),
+    UDF("my_rref_function", udf_my_rref_function, "a.to_here() + b.to_here()"),
+    UDF("check_rref_confirmed", udf_check_rref_confirmed, "rref.confirmed_by_owner()"),
+    UDF("rref_to_here", udf_rref_to_here, "rref.to_here() on the callee"),
+    UDF("make_rref", udf_make_rref, "RRef(v): a local OwnerRRef on the callee"),
     ASYNC("async_add", udf_async_add, "@async_execution: rpc_async(to, add, (x, y))"),
     ASYNC("async_add_chained", udf_async_add_chained, "@async_execution: add(x, y).then(+z)"),
     ASYNC("async_add_with_future_ctor", udf_async_add_with_future_ctor,

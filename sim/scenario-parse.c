@@ -1618,42 +1618,44 @@ check_call(Parser *p, ScExpr *e, const Arity *a, ScLoc name_loc)
 static gboolean
 parse_args(Parser *p, ScExpr *e)
 {
-    Token *open = peek(p);
-    ScLoc open_loc = open->loc;
+    ScLoc open_loc = peek(p)->loc;
     advance(p);
     e->u.call.args = g_ptr_array_new_with_free_func(expr_free_cb);
     e->u.call.kwargs = g_ptr_array_new_with_free_func(kwarg_free);
+    GHashTable *kw_seen = NULL; /* keyword names; the strings belong to the kwargs */
+    gboolean ok = FALSE;
     for (;;) {
         Token *t = peek(p);
         if (FAILED(p))
-            return FALSE;
+            goto out;
         if (t->kind == T_RPAREN) {
             advance(p);
-            return TRUE;
+            ok = TRUE;
+            goto out;
         }
         if (t->kind == T_IDENT && peek_n(p, 2)->kind == T_ASSIGN) {
-            for (guint i = 0; i < e->u.call.kwargs->len; i++) {
-                const ScKwarg *k = g_ptr_array_index(e->u.call.kwargs, i);
-                if (strcmp(k->name, t->str) == 0) {
-                    fail(p, t->loc, "duplicate keyword argument '%s'", t->str);
-                    return FALSE;
-                }
+            if (kw_seen == NULL)
+                kw_seen = g_hash_table_new(g_str_hash, g_str_equal);
+            if (g_hash_table_contains(kw_seen, t->str)) {
+                fail(p, t->loc, "duplicate keyword argument '%s'", t->str);
+                goto out;
             }
             ScKwarg *k = g_new0(ScKwarg, 1);
             g_ptr_array_add(e->u.call.kwargs, k);
             k->name = take_str(p);
+            g_hash_table_add(kw_seen, k->name);
             advance(p); /* '=' */
             k->value = parse_expr(p);
             if (k->value == NULL)
-                return FALSE;
+                goto out;
         } else {
             if (e->u.call.kwargs->len > 0) {
                 fail(p, t->loc, "positional argument follows keyword argument");
-                return FALSE;
+                goto out;
             }
             ScExpr *a = parse_expr(p);
             if (a == NULL)
-                return FALSE;
+                goto out;
             g_ptr_array_add(e->u.call.args, a);
         }
         t = peek(p);
@@ -1662,9 +1664,13 @@ parse_args(Parser *p, ScExpr *e)
         } else if (t->kind != T_RPAREN) {
             fail_got(p, "expected ',' or ')' in the arguments of %s() opened at %u:%u",
                      e->u.call.name, open_loc.line, open_loc.col);
-            return FALSE;
+            goto out;
         }
     }
+out:
+    if (kw_seen != NULL)
+        g_hash_table_unref(kw_seen);
+    return ok;
 }
 
 static ScExpr *

@@ -91,7 +91,7 @@ run_cli() {
     [ -f tests/test-cli.sh ] || return 0
     out=$(sh tests/test-cli.sh "$O" 2>&1)
     printf '%s\n' "$out" >"$LOGS/test-cli.log"
-    echo "$out" | grep -v '^[0-9]* passed, [0-9]* failed' | grep -v '^ok ' | sed 's/^/cli: /'
+    echo "$out" | grep -e '^not ok ' -e '^# ' | sed 's/^/  cli: /'
     line=$(echo "$out" | grep -E '^[0-9]+ passed, [0-9]+ failed' | tail -n 1)
     p=$(echo "$line" | sed -E 's/^([0-9]+) passed.*/\1/')
     f=$(echo "$line" | sed -E 's/^[0-9]+ passed, ([0-9]+) failed.*/\1/')
