@@ -11,7 +11,7 @@ status=0
 if grep -n '#include "sim/' core/*.c core/*.h 2>/dev/null; then
     echo "lint: core/ must not include sim/ (see above)"; status=1
 fi
-pattern='\btime\(|clock_gettime|gettimeofday|g_get_monotonic_time|g_get_real_time|g_random_|\brand\(|\bsrand\(|\bGRand\b|g_rand_|g_timeout_add|g_thread_new|pthread_create'
+pattern='\btime\(|clock_gettime|gettimeofday|g_get_monotonic_time|g_get_real_time|g_random_|\brand\(|\bsrand\(|\bGRand\b|g_rand_|g_timeout_add|\bg_thread_new|\bpthread_create'
 files=$(ls core/*.c core/*.h sim/*.c sim/*.h 2>/dev/null | grep -v -e '^core/tcp' -e '^sim/cli-clock\.c$')
 if grep -nE "$pattern" $files; then
     echo "lint: wall clock / ambient randomness / OS threads in a simulated layer (see above)"

@@ -97,10 +97,13 @@ gboolean rpc_ag_set_requires_grad(RpcTensor *t, gboolean flag, GError **error);
 /* grad_fn and the output index of t in it; NULL for leaves (transfer none). */
 RpcAgNode *rpc_ag_grad_fn(const RpcTensor *t);
 guint rpc_ag_output_nr(const RpcTensor *t);
-/* .grad (transfer none, nullable); set_grad takes a reference (NULL clears:
- * zero_grad(set_to_none=True)). */
+/* .grad (transfer none, nullable).  set_grad takes a reference (NULL clears:
+ * zero_grad(set_to_none=True)); RuntimeError "assigned grad has data of a
+ * different size" / "… different type".  Later local backward passes add
+ * into .grad in place (as PyTorch's `grad += new`), so every holder of the
+ * .grad tensor sees the sum; it bumps the grad's version. */
 RpcTensor *rpc_ag_grad(const RpcTensor *t);
-void rpc_ag_set_grad(RpcTensor *t, RpcTensor *grad);
+gboolean rpc_ag_set_grad(RpcTensor *t, RpcTensor *grad, GError **error);
 /* detach(): an alias sharing storage and version, no history (transfer full). */
 RpcTensor *rpc_ag_detach(RpcTensor *t);
 /* repr with ", grad_fn=<MulBackward0>" or ", requires_grad=True" (transfer full). */
@@ -113,8 +116,10 @@ char *rpc_ag_tensor_repr(const RpcTensor *t);
  * the backward pass.  Returns a handle for rpc_ag_remove_hook(). */
 typedef gboolean (*RpcAgTensorHook)(RpcTensor *grad, RpcTensor **replacement, gpointer user_data,
                                     GError **error);
+/* RuntimeError "cannot register a hook on a tensor that doesn't require
+ * gradient" (returns 0; destroy is not called). */
 guint rpc_ag_register_hook(RpcTensor *t, RpcAgTensorHook hook, gpointer user_data,
-                           GDestroyNotify destroy);
+                           GDestroyNotify destroy, GError **error);
 /* Post-accumulate-grad hooks (PyTorch 2.1's register_post_accumulate_grad_hook):
  * run on a leaf after its .grad was updated by a local backward.  On a
  * non-leaf: RuntimeError "post accumulate grad hooks cannot be registered on

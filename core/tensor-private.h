@@ -66,6 +66,8 @@ RpcTensor *rpc_tensor_alias(RpcTensor *t);
 void rpc_tensor_bump_version(RpcTensor *t);
 void rpc_tensor_add_scalar_inplace(RpcTensor *t, double s);
 void rpc_tensor_mul_scalar_inplace(RpcTensor *t, double s);
+/* t += other for other of t's shape (any dtype; rounded to t's). */
+void rpc_tensor_add_inplace(RpcTensor *t, const RpcTensor *other);
 
 G_END_DECLS
 

@@ -628,6 +628,17 @@ rpc_tensor_mul_scalar_inplace(RpcTensor *t, double s)
     rpc_tensor_bump_version(t);
 }
 
+void
+rpc_tensor_add_inplace(RpcTensor *t, const RpcTensor *other)
+{
+    g_return_if_fail(t != NULL);
+    g_return_if_fail(other != NULL);
+    g_return_if_fail(rpc_tensor_same_shape(t, other));
+    for (gint64 i = 0; i < t->numel; i++)
+        store(t, i, load(t, i) + load(other, i));
+    rpc_tensor_bump_version(t);
+}
+
 RpcTensor *
 rpc_tensor_neg(const RpcTensor *a)
 {

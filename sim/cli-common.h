@@ -29,8 +29,8 @@ typedef enum {
     SIM_CLI_EXIT_NONDETERMINISM = 4, /* check-determinism: two runs of one seed differ */
 } SimCliExit;
 
-/* An inclusive range of seeds.  span = last - first, so the full 64-bit
- * range is representable; the count is span + 1. */
+/* An inclusive range of seeds, first <= last.  The count, last - first + 1,
+ * overflows for the full 64-bit range: iterate up to `s == last`. */
 typedef struct {
     guint64 first;
     guint64 last;

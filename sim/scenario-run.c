@@ -419,8 +419,6 @@ flatten(const RpcValue *v, guint depth, gint64 *shape, guint *ndim, GArray *out,
     for (guint i = 0; i < n; i++)
         if (!flatten(rpc_value_list_get(v, i), depth + 1, shape, ndim, out, error))
             return FALSE;
-    if (n == 0 && depth + 1 == *ndim + 0)
-        return TRUE;
     return TRUE;
 }
 
@@ -1340,10 +1338,11 @@ static const char *const fired_order[] = {"fail",  "delay",     "crash",     "re
                                           "bounce", "reorder"};
 
 static gboolean
-trace_contains(SimRunReport *rep, const char *text)
+trace_contains(Run *run, const char *text)
 {
-    for (guint i = 0; rep->lines && i < rep->lines->len; i++)
-        if (strstr(g_ptr_array_index(rep->lines, i), text))
+    GPtrArray *lines = sim_trace_lines(sim_kernel_trace(run->k));
+    for (guint i = 0; lines && i < lines->len; i++)
+        if (strstr(g_ptr_array_index(lines, i), text))
             return TRUE;
     return FALSE;
 }
@@ -1444,11 +1443,11 @@ check_end(Run *run, SimRunReport *rep, SimRunResult result)
                         cmp_text[x->cmp], x->value, ws.messages_sent);
             break;
         case SC_END_TRACE_CONTAINS:
-            if (!trace_contains(rep, x->name))
+            if (!trace_contains(run, x->name))
                 fail_at(run, x->loc, -1, "expected the trace to contain \"%s\"", x->name);
             break;
         case SC_END_TRACE_LACKS:
-            if (trace_contains(rep, x->name))
+            if (trace_contains(run, x->name))
                 fail_at(run, x->loc, -1, "expected the trace not to contain \"%s\"", x->name);
             break;
         }
@@ -1523,23 +1522,20 @@ sim_scenario_run(const ScScenario *sc, const SimRunOptions *opt)
     }
     rep->end_time = sim_kernel_now(run.k);
     rep->deadlock = result == SIM_RUN_DEADLOCK ? sim_kernel_deadlock_report(run.k) : NULL;
-    if (keep) {
+    check_end(&run, rep, result);
+    /* After check_end: its failure records belong to the trace too. */
+    if (opt->keep_lines) {
         GPtrArray *lines = sim_trace_lines(trace);
         rep->lines = g_ptr_array_new_full(lines->len, g_free);
         for (guint i = 0; i < lines->len; i++)
             g_ptr_array_add(rep->lines, g_strdup(g_ptr_array_index(lines, i)));
     }
-    check_end(&run, rep, result);
     rep->events = sim_kernel_events_run(run.k);
     rep->trace_records = sim_trace_count(trace);
     rep->fingerprint = sim_trace_fingerprint(trace);
     rep->passed = rep->failures->len == 0;
     if (exporter)
         sim_trace_export_finish(exporter);
-    if (!opt->keep_lines && rep->lines && !scenario_needs_lines(sc)) {
-        g_ptr_array_unref(rep->lines);
-        rep->lines = NULL;
-    }
     run.tearing_down = TRUE;
     g_ptr_array_unref(run.futures);
     sim_world_free(run.w);

@@ -46,11 +46,19 @@ sim_trace_format_from_name(const char *name, SimTraceFormat *out)
     return FALSE;
 }
 
+/* A JSON string.  Valid UTF-8 passes through; a string that is not valid
+ * UTF-8 has its bytes >= 0x80 escaped as \u00XX (read as Latin-1), so the
+ * document always parses. */
 static void
 json_string(FILE *f, const char *s)
 {
+    gboolean utf8 = s == NULL || g_utf8_validate(s, -1, NULL);
     fputc('"', f);
     for (const unsigned char *p = (const unsigned char *)s; p && *p; p++) {
+        if (*p >= 0x80 && !utf8) {
+            fprintf(f, "\\u%04x", *p);
+            continue;
+        }
         switch (*p) {
         case '"':
             fputs("\\\"", f);

@@ -421,6 +421,34 @@ check "sweep: the parser's error on stderr" hasE '^bad\.rpcs:[0-9]+:[0-9]+: ' er
 run "$R" sweep pass.rpcs --seeds 0..3 --quiet
 check "sweep --quiet: no per-file rows when all pass" sh -c '! grep -q "^pass.rpcs " out && grep -q "^total" out'
 
+# The progress line needs a terminal on stderr: util-linux script(1) gives one.
+if script --version 2>/dev/null | grep -q util-linux; then
+    script -qc "'$R' sweep flaky.rpcs --seeds 0..2999 -j 2 >/dev/null" /dev/null >tty.out 2>&1
+    check "sweep on a terminal: progress line with done/total, failures, runs/s, ETA" \
+        grep -Eq "sweep: [0-9]+/3000 runs, [0-9]+ failed, [0-9]+ runs/s, ETA" tty.out
+else
+    skip "sweep on a terminal: progress line" "no util-linux script(1)"
+fi
+"$R" sweep flaky.rpcs --seeds 0..99 -j 2 >notty.out 2>notty.err
+check "sweep off a terminal: no progress line" sh -c '! grep -q "ETA" notty.err'
+
+# memcheck: no errors, nothing definitely or indirectly lost.
+if command -v valgrind >/dev/null 2>&1; then
+    vg() {
+        G_SLICE=always-malloc valgrind -q --leak-check=full --show-leak-kinds=definite,indirect \
+            --errors-for-leak-kinds=definite,indirect --error-exitcode=99 "$@" >vg.out 2>vg.err
+        vrc=$?
+        [ $vrc -ne 99 ] && ! grep -q "==[0-9]*==" vg.err
+    }
+    check "valgrind: run is clean" vg "$R" run pass.rpcs fail.rpcs --log
+    check "valgrind: lint of a malformed file is clean" vg "$R" lint bad.rpcs
+    check "valgrind: replay --trace-format chrome is clean" vg "$R" replay flaky.rpcs --seed 4 --trace-format chrome -o vg.json
+    check "valgrind: check-determinism is clean" vg "$R" check-determinism flaky.rpcs --seeds 0..1
+    check "valgrind: sweep (parent and worker processes) is clean" vg "$R" sweep flaky.rpcs --seeds 0..5 -j 2 --tap --junit vg.xml
+else
+    skip "valgrind: the subcommands are memcheck-clean" "no valgrind"
+fi
+
 echo "1..$n"
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]
