@@ -14,6 +14,11 @@ G_BEGIN_DECLS
 
 typedef struct RpcRRefCtx RpcRRefCtx;
 
+/* PyTorch's private api._ignore_rref_leak (default TRUE): FALSE makes
+ * shutdown fail with the "Leaking RRef" lines (RpcAgentConfig's
+ * raise_rref_leaks, settable after init). */
+void rpc_agent_set_ignore_rref_leak(RpcAgent *a, gboolean ignore);
+
 /* Per-worker named values (the catalogue's set_value VALUE slot). */
 RpcValue *rpc_agent_slot_get(RpcAgent *a, const char *name);         /* transfer none */
 void rpc_agent_slot_set(RpcAgent *a, const char *name, RpcValue *v); /* takes v */
@@ -72,12 +77,24 @@ gboolean rpc_rref_pickle(gpointer data, const RpcValue *opaque, const char **ext
 RpcValue *rpc_rref_unpickle(gpointer data, const char *ext_name, RpcValue *wire_value,
                             GError **error);
 
+/* Forks made by rpc_rref_pickle between begin and end (transfer full; NULL
+ * if none).  undo takes back forks whose message never left (it could not
+ * be encoded or sent): the owner's early registration or the parent's hold
+ * on its child.  undo takes `forks` (nullable). */
+void rpc_rref_forks_begin(RpcRRefCtx *c);
+GArray *rpc_rref_forks_end(RpcRRefCtx *c);
+void rpc_rref_forks_undo(RpcRRefCtx *c, GArray *forks);
+
 /* Serves REMOTE_CALL, RREF_FETCH_CALL, USER_DELETE, FORK_REQUEST and
  * CHILD_ACCEPT requests (body: the decoded payload, transfer none). */
 void rpc_rref_serve(RpcAgent *a, gint from, gint64 id, RpcMessageType type, RpcValue *body);
 
 /* _rref_typeof_on_owner(rref), registered as an internal function. */
 RpcValue *rpc_rref_internal_typeof(RpcAgent *a, const RpcValue *args, const RpcValue *kwargs,
+                                   GError **error);
+/* _rref_proxy_invoke(rref, method, args, kwargs) and its async_execution
+ * twin: getattr(rref.local_value(), method)(*args, **kwargs) on the owner. */
+RpcValue *rpc_rref_internal_invoke(RpcAgent *a, const RpcValue *args, const RpcValue *kwargs,
                                    GError **error);
 
 RpcRRefCtx *rpc_rref_ctx_new(RpcAgent *a);

@@ -317,6 +317,12 @@ rpc_agent_set_rpc_timeout(RpcAgent *a, RpcTime timeout)
     a->default_timeout = timeout;
 }
 
+void
+rpc_agent_set_ignore_rref_leak(RpcAgent *a, gboolean ignore)
+{
+    a->raise_rref_leaks = !ignore;
+}
+
 RpcValue *
 rpc_agent_slot_get(RpcAgent *a, const char *name)
 {
@@ -582,18 +588,36 @@ on_timer(gpointer data)
 
 /* --- sending -------------------------------------------------------------- */
 
-/* Encodes a message body; RRefs inside are forked (rref.c's pickle hook). */
+/* Encodes a message body; RRefs inside are forked (rref.c's pickle hook).
+ * A body that cannot be encoded takes back the forks it made before the
+ * failure; otherwise *forks (nullable) receives them, so that a send that
+ * fails at once can take them back too (rpc_rref_forks_undo). */
 static GBytes *
-encode_body(RpcAgent *a, const RpcValue *body, GPtrArray **tensors, GError **error)
+encode_body_forks(RpcAgent *a, const RpcValue *body, GPtrArray **tensors, GArray **forks,
+                  GError **error)
 {
     *tensors = g_ptr_array_new_with_free_func((GDestroyNotify)rpc_tensor_unref);
     RpcCodecHooks hooks = {rpc_rref_pickle, NULL, a};
+    rpc_rref_forks_begin(a->rrefs);
     GBytes *payload = rpc_codec_encode(body, *tensors, &hooks, error);
+    GArray *made = rpc_rref_forks_end(a->rrefs);
     if (payload == NULL) {
+        rpc_rref_forks_undo(a->rrefs, made);
+        made = NULL;
         g_ptr_array_unref(*tensors);
         *tensors = NULL;
     }
+    if (forks != NULL)
+        *forks = made;
+    else if (made != NULL)
+        g_array_unref(made);
     return payload;
+}
+
+static GBytes *
+encode_body(RpcAgent *a, const RpcValue *body, GPtrArray **tensors, GError **error)
+{
+    return encode_body_forks(a, body, tensors, NULL, error);
 }
 
 /* Sends an encoded request (payload and tensors: transfer none, so a retry
@@ -651,10 +675,17 @@ send_request(RpcAgent *a, gint dst, RpcMessageType type, RpcValue *body, RpcTime
              const char *what, GError **error)
 {
     GPtrArray *tensors;
-    GBytes *payload = encode_body(a, body, &tensors, error);
+    GArray *forks;
+    GBytes *payload = encode_body_forks(a, body, &tensors, &forks, error);
     if (payload == NULL)
         return NULL;
     RpcFuture *fut = send_encoded(a, dst, type, payload, tensors, timeout, what);
+    /* Done already: the transport refused the message, so no receiver
+     * will ever account for the RRefs it carried. */
+    if (rpc_future_done(fut))
+        rpc_rref_forks_undo(a->rrefs, forks);
+    else if (forks != NULL)
+        g_array_unref(forks);
     g_bytes_unref(payload);
     g_ptr_array_unref(tensors);
     return fut;
@@ -1729,6 +1760,20 @@ void
 rpc_agent_kill(RpcAgent *a, const char *reason)
 {
     g_return_if_fail(a != NULL);
-    rpc_rref_ctx_destroy(a->rrefs, TRUE, NULL);
+    /* Stop first: a dead worker answers nothing, not even the fetches its
+     * RRef context still parks (they are dropped, and counted, by respond). */
     finalize(a, reason ? reason : "killed");
+    rpc_rref_ctx_destroy(a->rrefs, TRUE, NULL);
+}
+
+guint
+rpc_agent_pending_calls_to(const RpcAgent *a, gint peer)
+{
+    guint n = 0;
+    GHashTableIter it;
+    gpointer v;
+    g_hash_table_iter_init(&it, a->pending);
+    while (g_hash_table_iter_next(&it, NULL, &v))
+        n += ((Pending *)v)->to == peer;
+    return n;
 }

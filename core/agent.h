@@ -136,6 +136,9 @@ void rpc_agent_deliver(RpcAgent *a, gint from, GBytes *wire);
  * or every pending call to peer if message_id < 0. */
 void rpc_agent_connection_failed(RpcAgent *a, gint peer, gint64 message_id, const char *reason);
 
+/* Calls of this agent still waiting on peer (a count, order-free). */
+guint rpc_agent_pending_calls_to(const RpcAgent *a, gint peer);
+
 /* Hooks for later layers (RRefs, autograd) to extend shutdown. */
 typedef gboolean (*RpcShutdownHook)(RpcAgent *a, gpointer data, GError **error);
 

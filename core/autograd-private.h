@@ -1,5 +1,5 @@
-/* autograd-private.h — struct bodies shared by autograd.c, autograd-ops.c,
- * autograd-function.c and their tests.
+/* autograd-private.h — struct bodies shared by autograd.c, autograd-engine.c,
+ * autograd-ops.c, autograd-function.c and their tests.
  *
  * Ownership (no cycles, so a graph goes with its last tensor):
  *   tensor --meta.grad_fn--> node --next[i].node--> node ...
@@ -102,23 +102,25 @@ struct RpcAgNode {
     RpcAgState *state;
     guint64 seq_nr;
     guint64 id;
-    GArray *inputs;     /* RpcAgInputMeta */
-    GArray *next;       /* RpcAgEdge */
-    GArray *pre_hooks;  /* RpcAgPreHook, nullable */
-    GPtrArray *saved;   /* RpcAgSavedVar*, nullable; released as a group */
-    gboolean released;  /* release_variables ran */
+    GArray *inputs;      /* RpcAgInputMeta */
+    GArray *next;        /* RpcAgEdge */
+    GArray *pre_hooks;   /* RpcAgPreHook, nullable */
+    GPtrArray *saved;    /* RpcAgSavedVar*, nullable; released as a group */
+    gboolean released;   /* release_variables ran */
     RpcTensor *variable; /* AccumulateGrad: the leaf (owned) */
     gpointer data;
 };
 
 /* ---- shared helpers (autograd.c) ---------------------------------------- */
 
-RpcAgMeta *rpc_ag_meta(const RpcTensor *t);        /* nullable */
-RpcAgMeta *rpc_ag_meta_ensure(RpcTensor *t);       /* created on demand */
+/* Runs list's hooks on *grad (owned by the caller, replaced in place). */
+gboolean rpc_ag_hook_list_run(RpcAgHookList *list, RpcTensor **grad, GError **error);
+
+RpcAgMeta *rpc_ag_meta(const RpcTensor *t);  /* nullable */
+RpcAgMeta *rpc_ag_meta_ensure(RpcTensor *t); /* created on demand */
 /* Gradient edge of t (owned node ref in the result); empty if no grad. */
 RpcAgEdge rpc_ag_gradient_edge(RpcAgThread *th, RpcTensor *t);
-/* A node with a fixed name (transfer full) and the given next edges taken
- * from tensors (NULL entries: empty edges). */
+/* rpc_ag_node_new() with a name overriding klass->name (copied). */
 RpcAgNode *rpc_ag_node_new_named(RpcAgThread *th, const RpcAgNodeClass *klass, const char *name,
                                  gpointer data);
 /* Saves t in node (TRUE is_output: t is node's own output); returns the
@@ -130,13 +132,14 @@ gboolean rpc_ag_saved_unpack(const RpcAgSavedVar *sv, RpcAgNode *node, RpcTensor
                              GError **error);
 /* Frees every saved value of node (release_variables). */
 void rpc_ag_node_release_saved(RpcAgNode *node);
-/* Rebases t's history onto (node, new input) — in-place ops, mark_dirty. */
-void rpc_ag_rebase_history(RpcTensor *t, RpcAgNode *node);
-/* Sets node's input input_nr metadata from t (NULL: undefined), growing
- * the array. */
-guint rpc_ag_node_add_input(RpcAgNode *node, const RpcTensor *t);
+/* Makes (node, output_nr) t's history (input output_nr must exist);
+ * rpc_ag_set_history() adds that input first — in-place ops rebase so. */
+void rpc_ag_set_gradient_edge(RpcTensor *t, RpcAgNode *node, guint output_nr);
 /* "torch.DoubleTensor" / "torch.FloatTensor". */
 const char *rpc_ag_type_string(RpcDType dtype);
+/* A copy of t recorded as "CopyBackwards" (AccumulateGrad's
+ * clone_obey_contract under create_graph) (transfer full). */
+RpcTensor *rpc_ag_copy_for_grad(RpcAgThread *th, RpcTensor *t);
 /* Makes t an alias with history (node, output_nr) (transfer full). */
 RpcTensor *rpc_ag_alias_with_history(RpcTensor *t, RpcAgNode *node, guint output_nr);
 

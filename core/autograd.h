@@ -2,8 +2,8 @@
  * ops, the backward engine and custom autograd functions.
  *
  * The C counterpart of torch.autograd (PyTorch 1.13 semantics, texts and
- * node names), built so that distributed autograd (core/dist-autograd*) can
- * drive the same engine.
+ * node names), built so that distributed autograd can drive the same engine
+ * (see "the engine, for distributed autograd" below).
  *
  * Context, not ambient state.  PyTorch keeps grad mode and the sequence
  * number counter in thread-locals.  Here several simulated workers and
@@ -32,8 +32,9 @@
  *
  * Threading: graph building and the engine are not thread-safe; a graph and
  * its tensors are used by one OS thread at a time (the simulator runs
- * everything on one).  Counters are atomic so workers on different OS
- * threads (the TCP transport) may share nothing but still run.
+ * everything on one).  The state's counters and refcounts are atomic, so
+ * graphs of different workers may live on different OS threads (the TCP
+ * transport).
  *
  * Errors are RPC_ERROR GErrors with PyTorch's texts, e.g. RuntimeError
  * "element 0 of tensors does not require grad and does not have a grad_fn".
@@ -133,55 +134,61 @@ gboolean rpc_ag_remove_hook(RpcTensor *t, guint handle);
 
 /* ---- differentiable ops -------------------------------------------------- */
 /* Each computes the forward through core/tensor.c and, when grad mode is on
- * and an input requires grad, records a node named as PyTorch's (below).
+ * and an input requires grad, records a node named as PyTorch names it.
  * Results are (transfer full); NULL plus the tensor layer's RuntimeError on
  * bad shapes.  Broadcasting ops reduce gradients back with sum_to_size.
  * Backward formulas are built from these same ops, so create_graph gives
- * higher-order gradients. */
-RpcTensor *rpc_ag_add(RpcAgThread *th, RpcTensor *a, RpcTensor *b, GError **error); /* AddBackward0 */
-RpcTensor *rpc_ag_sub(RpcAgThread *th, RpcTensor *a, RpcTensor *b, GError **error); /* SubBackward0 */
-RpcTensor *rpc_ag_mul(RpcAgThread *th, RpcTensor *a, RpcTensor *b, GError **error); /* MulBackward0 */
-RpcTensor *rpc_ag_div(RpcAgThread *th, RpcTensor *a, RpcTensor *b, GError **error); /* DivBackward0 */
-/* torch.matmul for 1-d and 2-d operands: MmBackward0 (2-d @ 2-d), DotBackward0
- * (1-d @ 1-d), MvBackward0 (2-d @ 1-d), and for 1-d @ 2-d PyTorch's chain
- * UnsqueezeBackward0 -> MmBackward0 -> SqueezeBackward3. */
+ * higher-order gradients.  Nodes:
+ *
+ *   add, add_scalar, add_scalar_  AddBackward0    sum          SumBackward0
+ *   sub                           SubBackward0    mean         MeanBackward0
+ *   mul, mul_scalar, mul_scalar_  MulBackward0    pow          PowBackward0
+ *   div, div_scalar               DivBackward0    exp/sin/cos  ExpBackward0 …
+ *   neg                           NegBackward0    relu         ReluBackward0
+ *   stack                         StackBackward0  sigmoid      SigmoidBackward0
+ *   view                          ViewBackward0   t            TBackward0
+ *   expand                        ExpandBackward0 select       SelectBackward0
+ *   sum_to_size                   SumBackward1    cast         ToCopyBackward0
+ *   matmul: MmBackward0 (2-d @ 2-d), DotBackward0 (1-d @ 1-d), MvBackward0
+ *   (2-d @ 1-d), and for 1-d @ 2-d PyTorch's chain UnsqueezeBackward0 ->
+ *   MmBackward0 -> SqueezeBackward3.
+ *
+ * The scalar forms take a Python number s and keep a's dtype; their node's
+ * second edge is empty, as PyTorch's wrapped-number operand gives.  select
+ * works on dim 0.  sum_to_size is one node where PyTorch composes
+ * sum(dims) and view. */
+RpcTensor *rpc_ag_add(RpcAgThread *th, RpcTensor *a, RpcTensor *b, GError **error);
+RpcTensor *rpc_ag_sub(RpcAgThread *th, RpcTensor *a, RpcTensor *b, GError **error);
+RpcTensor *rpc_ag_mul(RpcAgThread *th, RpcTensor *a, RpcTensor *b, GError **error);
+RpcTensor *rpc_ag_div(RpcAgThread *th, RpcTensor *a, RpcTensor *b, GError **error);
 RpcTensor *rpc_ag_matmul(RpcAgThread *th, RpcTensor *a, RpcTensor *b, GError **error);
-RpcTensor *rpc_ag_sum(RpcAgThread *th, RpcTensor *a, GError **error);  /* SumBackward0 */
-RpcTensor *rpc_ag_mean(RpcAgThread *th, RpcTensor *a, GError **error); /* MeanBackward0 */
-RpcTensor *rpc_ag_pow(RpcAgThread *th, RpcTensor *a, double exponent,
-                      GError **error);                                 /* PowBackward0 */
-RpcTensor *rpc_ag_exp(RpcAgThread *th, RpcTensor *a, GError **error);  /* ExpBackward0 */
-RpcTensor *rpc_ag_sin(RpcAgThread *th, RpcTensor *a, GError **error);  /* SinBackward0 */
-RpcTensor *rpc_ag_cos(RpcAgThread *th, RpcTensor *a, GError **error);  /* CosBackward0 */
-RpcTensor *rpc_ag_relu(RpcAgThread *th, RpcTensor *a, GError **error); /* ReluBackward0 */
-RpcTensor *rpc_ag_sigmoid(RpcAgThread *th, RpcTensor *a, GError **error); /* SigmoidBackward0 */
-RpcTensor *rpc_ag_neg(RpcAgThread *th, RpcTensor *a, GError **error);     /* NegBackward0 */
-RpcTensor *rpc_ag_stack(RpcAgThread *th, RpcTensor *const *ts, guint n,
-                        GError **error); /* StackBackward0 */
+RpcTensor *rpc_ag_sum(RpcAgThread *th, RpcTensor *a, GError **error);
+RpcTensor *rpc_ag_mean(RpcAgThread *th, RpcTensor *a, GError **error);
+RpcTensor *rpc_ag_pow(RpcAgThread *th, RpcTensor *a, double exponent, GError **error);
+RpcTensor *rpc_ag_exp(RpcAgThread *th, RpcTensor *a, GError **error);
+RpcTensor *rpc_ag_sin(RpcAgThread *th, RpcTensor *a, GError **error);
+RpcTensor *rpc_ag_cos(RpcAgThread *th, RpcTensor *a, GError **error);
+RpcTensor *rpc_ag_relu(RpcAgThread *th, RpcTensor *a, GError **error);
+RpcTensor *rpc_ag_sigmoid(RpcAgThread *th, RpcTensor *a, GError **error);
+RpcTensor *rpc_ag_neg(RpcAgThread *th, RpcTensor *a, GError **error);
+RpcTensor *rpc_ag_stack(RpcAgThread *th, RpcTensor *const *ts, guint n, GError **error);
 RpcTensor *rpc_ag_view(RpcAgThread *th, RpcTensor *a, guint ndim, const gint64 *shape,
-                       GError **error); /* ViewBackward0 */
-RpcTensor *rpc_ag_t(RpcAgThread *th, RpcTensor *a, GError **error); /* TBackward0 */
+                       GError **error);
+RpcTensor *rpc_ag_t(RpcAgThread *th, RpcTensor *a, GError **error);
 RpcTensor *rpc_ag_expand(RpcAgThread *th, RpcTensor *a, guint ndim, const gint64 *shape,
-                         GError **error); /* ExpandBackward0 */
-/* Tensor.sum_to_size(); node "SumBackward1" (PyTorch composes sum(dims)
- * and view). */
+                         GError **error);
 RpcTensor *rpc_ag_sum_to_size(RpcAgThread *th, RpcTensor *a, guint ndim, const gint64 *shape,
                               GError **error);
-RpcTensor *rpc_ag_select(RpcAgThread *th, RpcTensor *a, gint64 index,
-                         GError **error); /* SelectBackward0 (dim 0) */
-RpcTensor *rpc_ag_cast(RpcAgThread *th, RpcTensor *a, RpcDType dtype,
-                       GError **error); /* ToCopyBackward0 */
-/* a + s, a * s, a / s with a Python number s (a's dtype kept): nodes
- * AddBackward0 / MulBackward0 / DivBackward0 whose second edge is empty, as
- * PyTorch's wrapped-number operand gives. */
+RpcTensor *rpc_ag_select(RpcAgThread *th, RpcTensor *a, gint64 index, GError **error);
+RpcTensor *rpc_ag_cast(RpcAgThread *th, RpcTensor *a, RpcDType dtype, GError **error);
 RpcTensor *rpc_ag_add_scalar(RpcAgThread *th, RpcTensor *a, double s, GError **error);
 RpcTensor *rpc_ag_mul_scalar(RpcAgThread *th, RpcTensor *a, double s, GError **error);
 RpcTensor *rpc_ag_div_scalar(RpcAgThread *th, RpcTensor *a, double s, GError **error);
 /* In place: t.add_(s), t.mul_(s).  Writes t's storage and bumps its version
  * (tensor-private.h).  With grad mode on, a leaf that requires grad fails
  * with "a leaf Variable that requires grad is being used in an in-place
- * operation."; a tensor with history gets it rebased onto a new
- * AddBackward0 / MulBackward0 node (output 0). */
+ * operation."; a tensor with history gets it rebased onto a new node
+ * (output 0), so saved copies of the old value fail their version check. */
 gboolean rpc_ag_add_scalar_(RpcAgThread *th, RpcTensor *t, double s, GError **error);
 gboolean rpc_ag_mul_scalar_(RpcAgThread *th, RpcTensor *t, double s, GError **error);
 
@@ -205,10 +212,11 @@ gboolean rpc_ag_backward(RpcAgThread *th, RpcTensor *const *roots, RpcTensor *co
  * of the differentiated Tensors does not require grad", "One of the
  * differentiated Tensors appears to not have been used in the graph. Set
  * allow_unused=True if this is the desired behavior." */
-gboolean rpc_ag_grad(RpcAgThread *th, RpcTensor *const *outputs, RpcTensor *const *grad_outputs,
-                     guint n_outputs, RpcTensor *const *inputs, guint n_inputs,
-                     gboolean retain_graph, gboolean create_graph, gboolean allow_unused,
-                     RpcTensor **grads_out, GError **error);
+gboolean rpc_ag_autograd_grad(RpcAgThread *th, RpcTensor *const *outputs,
+                              RpcTensor *const *grad_outputs, guint n_outputs,
+                              RpcTensor *const *inputs, guint n_inputs, gboolean retain_graph,
+                              gboolean create_graph, gboolean allow_unused, RpcTensor **grads_out,
+                              GError **error);
 
 /* ---- nodes ------------------------------------------------------------- */
 /* A node is one backward function.  It has n_inputs gradient inputs (one per
@@ -260,6 +268,9 @@ void rpc_ag_node_add_next_edge(RpcAgNode *node, RpcAgNode *next, guint input_nr)
  * leaf's AccumulateGrad node, created on first use; an empty edge if t does
  * not require grad) — collect_next_edges for one tensor. */
 void rpc_ag_node_add_next_edge_for(RpcAgNode *node, RpcAgThread *thread, RpcTensor *t);
+/* Appends an input shaped like like (NULL: an undefined input, whose
+ * gradient is never materialised); returns its index. */
+guint rpc_ag_node_add_input(RpcAgNode *node, const RpcTensor *like);
 /* set_history: appends an input to node shaped like t and makes t's history
  * (node, that input); t then requires grad and is no leaf.  Returns the
  * input index. */
@@ -276,7 +287,7 @@ RpcTensor *rpc_ag_node_variable(const RpcAgNode *node);
  *
  *   task = rpc_ag_graph_task_new(thread, keep_graph, FALSE);
  *   rpc_ag_graph_task_set_capture(task, accumulate_into_context, ctx, NULL);
- *   rpc_ag_graph_task_add_root(task, loss, NULL, &error);     (initiator)
+ *   rpc_ag_graph_task_add_root(task, loss, NULL, 0, &error);  (initiator)
  *   for each send function s of the context:
  *       rpc_ag_graph_task_add_start_node(task, s);            (a)
  *   rpc_ag_graph_task_prepare(task, &error);                  dependencies
@@ -349,8 +360,7 @@ const GPtrArray *rpc_ag_graph_task_executed(const RpcAgGraphTask *task);
 typedef gboolean (*RpcAgForwardFn)(RpcAgCtx *ctx, RpcValue *const *inputs, guint n_inputs,
                                    GPtrArray *outputs, GError **error);
 typedef gboolean (*RpcAgBackwardFn)(RpcAgCtx *ctx, RpcTensor *const *grad_outputs,
-                                    guint n_grad_outputs, GPtrArray *grad_inputs,
-                                    GError **error);
+                                    guint n_grad_outputs, GPtrArray *grad_inputs, GError **error);
 
 typedef struct RpcAgFunction {
     const char *name;         /* "MyExp": the node is "MyExpBackward" */
@@ -361,11 +371,29 @@ typedef struct RpcAgFunction {
 } RpcAgFunction;
 
 /* Function.apply(*inputs): runs forward with grad mode off; when grad mode
- * is on and a tensor input requires grad, outputs get a "<name>Backward"
- * node (see the ctx rules below).  Returns the outputs (transfer full, a
- * GPtrArray of RpcValue* that frees them), or NULL and an error. */
-GPtrArray *rpc_ag_function_apply(RpcAgThread *th, const RpcAgFunction *fn,
-                                 RpcValue *const *inputs, guint n_inputs, GError **error);
+ * is on and a tensor input requires grad ("executable"), the outputs get a
+ * "<name>Backward" node as grad_fn, output i at index i.  Returns the
+ * outputs (transfer full, a GPtrArray of RpcValue* that frees them), or
+ * NULL and an error.  Output rules (custom_function.cpp):
+ *   - a tensor output that is an input (not dirty) comes back as a new
+ *     tensor sharing the input's storage and version (view_as), with this
+ *     node as grad_fn — or, when not executable, without history;
+ *   - a dirty input comes back as itself, its history rebased here;
+ *   - non-tensor outputs pass through and get an undefined gradient slot
+ *     (None in backward, even with materialize_grads);
+ *   - once_differentiable: backward runs with grad mode off; if grad mode
+ *     was on (create_graph) and an incoming gradient requires grad, the
+ *     returned gradients get a "torch::autograd::Error" node, so a double
+ *     backward fails with "trying to differentiate twice a function that
+ *     was marked with @once_differentiable".
+ * After backward: one value per forward input, extra trailing Nones
+ * trimmed, else RuntimeError "function <Name>Backward returned an incorrect
+ * number of gradients (expected N, got M)"; a non-None for a non-tensor
+ * input: "function <Name>Backward returned a gradient different than None
+ * at position <i+1>, but the corresponding forward input was not a
+ * Variable"; a non-tensor: "expected Variable or None (got <T>)". */
+GPtrArray *rpc_ag_function_apply(RpcAgThread *th, const RpcAgFunction *fn, RpcValue *const *inputs,
+                                 guint n_inputs, GError **error);
 
 /* Context methods; the array arguments are (transfer none). */
 const RpcAgFunction *rpc_ag_ctx_function(const RpcAgCtx *ctx);

@@ -164,7 +164,12 @@ encode_opaque(Encoder *e, const RpcValue *v, guint depth, GError **error)
     const RpcOpaqueType *type = rpc_value_opaque_type(v);
     const char *name = type->name ? type->name : "object";
     if (e->hooks == NULL || e->hooks->pickle == NULL) {
-        g_set_error(error, RPC_ERROR, RPC_ERROR_RUNTIME, "Can not pickle %s object", name);
+        if (strcmp(name, "RRef") == 0) /* PyRRef's __getstate__, outside RPC */
+            g_set_error_literal(error, RPC_ERROR, RPC_ERROR_RUNTIME,
+                                "Can not pickle rref in python pickler, rref can only be pickled "
+                                "when using RPC");
+        else
+            g_set_error(error, RPC_ERROR, RPC_ERROR_RUNTIME, "Can not pickle %s object", name);
         return FALSE;
     }
     const char *ext_name = NULL;
@@ -553,6 +558,12 @@ decode_extension(Decoder *d, gsize at, guint depth, GError **error)
     RpcValue *v = NULL;
     if (wire == NULL)
         goto out;
+    if ((d->hooks == NULL || d->hooks->unpickle == NULL) && strcmp(name, "RRef") == 0) {
+        g_set_error_literal(error, RPC_ERROR, RPC_ERROR_RUNTIME,
+                            "Can not unpickle rref in python pickler, rref can only be unpickled "
+                            "when using RPC");
+        goto out;
+    }
     if (d->hooks == NULL || d->hooks->unpickle == NULL) {
         g_set_error(error, RPC_ERROR, RPC_ERROR_RUNTIME,
                     "Can not unpickle extension '%s' without codec hooks (offset %" G_GSIZE_FORMAT

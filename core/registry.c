@@ -8,11 +8,13 @@
 #include <string.h>
 
 #include "core/error.h"
+#include "core/object.h"
 #include "core/stdlib.h"
 
 struct RpcRegistry {
     GHashTable *by_name; /* name → def (defs not owned) */
     GHashTable *by_qual; /* qualname → def, only when it differs from name */
+    GHashTable *classes; /* class name → RpcClassDef (not owned) */
 };
 
 RpcRegistry *
@@ -21,6 +23,7 @@ rpc_registry_new(void)
     RpcRegistry *reg = g_new0(RpcRegistry, 1);
     reg->by_name = g_hash_table_new(g_str_hash, g_str_equal);
     reg->by_qual = g_hash_table_new(g_str_hash, g_str_equal);
+    reg->classes = g_hash_table_new(g_str_hash, g_str_equal);
     return reg;
 }
 
@@ -29,6 +32,7 @@ rpc_registry_new_default(void)
 {
     RpcRegistry *reg = rpc_registry_new();
     rpc_stdlib_register(reg);
+    rpc_object_register(reg);
     return reg;
 }
 
@@ -39,6 +43,7 @@ rpc_registry_free(RpcRegistry *reg)
         return;
     g_hash_table_unref(reg->by_name);
     g_hash_table_unref(reg->by_qual);
+    g_hash_table_unref(reg->classes);
     g_free(reg);
 }
 
@@ -98,6 +103,20 @@ rpc_registry_list(const RpcRegistry *reg)
         g_ptr_array_add(out, v);
     g_ptr_array_sort(out, cmp_def_name);
     return out;
+}
+
+void
+rpc_registry_add_class(RpcRegistry *reg, const RpcClassDef *cls)
+{
+    g_return_if_fail(reg != NULL && cls != NULL && cls->type.name != NULL);
+    g_hash_table_replace(reg->classes, (gpointer)cls->type.name, (gpointer)cls);
+}
+
+const RpcClassDef *
+rpc_registry_lookup_class(const RpcRegistry *reg, const char *name)
+{
+    g_return_val_if_fail(reg != NULL && name != NULL, NULL);
+    return g_hash_table_lookup(reg->classes, name);
 }
 
 /* Python's wording: "missing 1 required positional argument: 'a'",

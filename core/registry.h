@@ -24,6 +24,7 @@ G_BEGIN_DECLS
 
 typedef struct RpcAgent RpcAgent;
 typedef struct RpcRegistry RpcRegistry;
+typedef struct RpcClassDef RpcClassDef; /* core/object.h */
 
 /* self: the callee's agent (for its executor, id, nested calls). */
 typedef RpcValue *(*RpcFunc)(RpcAgent *self, const RpcValue *args, const RpcValue *kwargs,
@@ -46,8 +47,8 @@ typedef struct RpcFunctionDef {
 } RpcFunctionDef;
 
 RpcRegistry *rpc_registry_new(void);
-/* A registry with the standard library (stdlib.h) and the runtime's
- * internal functions. */
+/* A registry with the standard library (stdlib.h), the catalogue's classes
+ * (object.h) and the runtime's internal functions. */
 RpcRegistry *rpc_registry_new_default(void);
 void rpc_registry_free(RpcRegistry *reg);
 
@@ -61,6 +62,12 @@ const RpcFunctionDef *rpc_registry_lookup(const RpcRegistry *reg, const char *na
 GPtrArray *rpc_registry_list(const RpcRegistry *reg);
 
 const char *rpc_function_wire_name(const RpcFunctionDef *def);
+
+/* Classes (core/object.h), by name (cls->type.name).  cls is not copied:
+ * it must outlive the registry.  A later add with the same name replaces. */
+void rpc_registry_add_class(RpcRegistry *reg, const RpcClassDef *cls);
+/* NULL if absent. */
+const RpcClassDef *rpc_registry_lookup_class(const RpcRegistry *reg, const char *name);
 
 /* Argument helpers with Python's error texts, for function bodies.
  * rpc_args_check: "<f>() takes <max> positional arguments but <n> were given",

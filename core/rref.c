@@ -28,6 +28,7 @@
 
 #include "core/agent-internal.h"
 #include "core/message.h"
+#include "core/object.h"
 
 #define RETRIES 5 /* sendWithRetries' default maxRetries */
 #define MSG_CREATION_TIMED_OUT                                                                     \
@@ -57,6 +58,7 @@ struct RpcRRefCtx {
     GHashTable *pending_children; /* gint64* → RpcRRef* (strong) */
     GHashTable *live;             /* set of RpcRRef* (weak; never walked observably) */
     guint num_pending_futures;
+    GArray *journal; /* ForkEntry: forks of the message being encoded, or NULL */
     gboolean destroyed;
     RpcFuture *flushed;      /* waiters: pending users and children empty */
     RpcFuture *owners_empty; /* waiters: owners empty */
@@ -91,6 +93,7 @@ static const RpcTraceKind tk_child = {"rref.child_accept", {"fork", NULL, NULL}}
 static const RpcTraceKind tk_timed_out = {"rref.timed_out", {"owner", "rref", "fork"}};
 static const RpcTraceKind tk_leak = {"rref.leak", {"rref", "fork", NULL}};
 static const RpcTraceKind tk_log = {"rref.log", {NULL, NULL, NULL}};
+static const RpcTraceKind tk_fork_undone = {"rref.fork_undone", {"owner", "rref", "fork"}};
 
 #define TRACE(c, kind, x, y, z, d)                                                                 \
     rpc_executor_trace(rpc_agent_executor((c)->a), &(kind), (x), (y), (z), (d))
@@ -252,6 +255,8 @@ rpc_rref_ctx_free(RpcRRefCtx *c)
     g_hash_table_unref(c->pending_users);
     g_hash_table_unref(c->confirmed_users);
     g_hash_table_unref(c->pending_children);
+    if (c->journal != NULL)
+        g_array_unref(c->journal);
     rpc_future_unref(c->flushed);
     rpc_future_unref(c->owners_empty);
     g_free(c);
@@ -591,7 +596,10 @@ add_pending_user(RpcRRefCtx *c, RpcRRef *r)
     return pu;
 }
 
-/* delPendingUser: confirmed by its owner; moves to confirmed_users. */
+/* delPendingUser: the owner confirmed the user (confirm), or its creation
+ * failed.  Either way it moves to confirmed_users, as in PyTorch, so that
+ * graceful shutdown still deletes it: a remote() that only timed out may
+ * have created the OwnerRRef and its fork all the same. */
 static void
 del_pending_user(RpcRRefCtx *c, gint64 fk, gboolean confirm)
 {
@@ -602,8 +610,8 @@ del_pending_user(RpcRRefCtx *c, gint64 fk, gboolean confirm)
     if (confirm) {
         r->confirmed = TRUE;
         TRACE(c, tk_confirm, r->owner, gid_key(r->rref_id), fk, NULL);
-        g_hash_table_insert(c->confirmed_users, key_new(fk), r);
     }
+    g_hash_table_insert(c->confirmed_users, key_new(fk), r);
     g_hash_table_remove(c->pending_users, &fk); /* completes the confirmation */
     rref_unref(r);
     check_flushed(c);
@@ -623,6 +631,48 @@ on_fork_request_acked(RpcRRefCtx *c, gint64 fk, gint64 parent, RpcValue *err)
 
 /* --- pickling (spec §4.4) ---------------------------------------------------------- */
 
+typedef struct {
+    gint owner;
+    gint64 rk, fk;
+    gboolean owner_side;
+} ForkEntry;
+
+void
+rpc_rref_forks_begin(RpcRRefCtx *c)
+{
+    g_assert(c->journal == NULL); /* one message is encoded at a time */
+    c->journal = g_array_new(FALSE, FALSE, sizeof(ForkEntry));
+}
+
+GArray *
+rpc_rref_forks_end(RpcRRefCtx *c)
+{
+    GArray *j = c->journal;
+    c->journal = NULL;
+    if (j != NULL && j->len == 0) {
+        g_array_unref(j);
+        j = NULL;
+    }
+    return j;
+}
+
+void
+rpc_rref_forks_undo(RpcRRefCtx *c, GArray *forks)
+{
+    if (forks == NULL)
+        return;
+    for (guint i = 0; i < forks->len; i++) {
+        ForkEntry *e = &g_array_index(forks, ForkEntry, i);
+        TRACE(c, tk_fork_undone, e->owner, e->rk, e->fk, NULL);
+        if (e->owner_side) {
+            del_fork_of_owner(c, e->rk, e->fk);
+        } else if (g_hash_table_remove(c->pending_children, &e->fk)) {
+            check_flushed(c);
+        }
+    }
+    g_array_unref(forks);
+}
+
 gboolean
 rpc_rref_pickle(gpointer data, const RpcValue *opaque, const char **ext_name,
                 RpcValue **wire_value, GError **error)
@@ -630,9 +680,9 @@ rpc_rref_pickle(gpointer data, const RpcValue *opaque, const char **ext_name,
     RpcAgent *a = data;
     RpcRRef *r = rpc_value_get_rref(opaque);
     if (r == NULL) {
-        g_set_error(error, RPC_ERROR, RPC_ERROR_RUNTIME, "Can not pickle %s object",
-                    rpc_value_opaque_type(opaque)->name);
-        return FALSE;
+        /* Not an RRef: a class instance, or something that cannot travel. */
+        *ext_name = RPC_OBJECT_EXT_NAME;
+        return rpc_object_pickle(opaque, wire_value, error);
     }
     RpcRRefCtx *c = rpc_agent_rref_ctx(a);
     if (r->ctx != c) {
@@ -662,6 +712,10 @@ rpc_rref_pickle(gpointer data, const RpcValue *opaque, const char **ext_name,
         g_hash_table_insert(c->pending_children, key_new(fk), rref_ref(r));
     }
     TRACE(c, tk_fork, r->owner, rk, fk, NULL);
+    if (c->journal != NULL) {
+        ForkEntry e = {r->owner, rk, fk, r->owner_side};
+        g_array_append_val(c->journal, e);
+    }
     RpcValue *w = rpc_value_new_list();
     rpc_value_list_append(w, rpc_value_new_int(r->owner));
     rpc_value_list_append(w, gid_value(r->rref_id));
@@ -678,6 +732,8 @@ RpcValue *
 rpc_rref_unpickle(gpointer data, const char *ext_name, RpcValue *wire, GError **error)
 {
     RpcDecodeCtx *d = data;
+    if (strcmp(ext_name, RPC_OBJECT_EXT_NAME) == 0)
+        return rpc_object_unpickle(rpc_agent_registry(d->a), wire, error);
     if (strcmp(ext_name, "RRef") != 0) {
         g_set_error(error, RPC_ERROR, RPC_ERROR_RUNTIME, "Can not unpickle '%s' objects",
                     ext_name);
@@ -789,8 +845,14 @@ serve_remote_call(RpcRRefCtx *c, gint from, gint64 id, RpcMessageType type, RpcV
     gint64 rk = gid_key(rref_id), fk = gid_key(fork_id);
     /* Registered before the value is computed (assignOwnerRRef). */
     RpcRRef *r = get_or_create_owner(c, rref_id, NULL, python);
-    if (rk != fk)
-        add_fork_of_owner(c, rk, fk);
+    if (rk != fk && !add_fork_of_owner(c, rk, fk) && !g_hash_table_contains(c->forks, &rk)) {
+        /* The creator's USER_DELETE overtook this call (its creation timed
+         * out first): no user can ever reach the value, so do not keep it. */
+        if (g_hash_table_remove(c->owners, &rk)) {
+            TRACE(c, tk_owner_del, rk, 0, 0, "deleted before created");
+            check_owners_empty(c);
+        }
+    }
     rref_unref(r);
     RpcFuture *out = rpc_agent_run_function(c->a, name, args, kwargs, is_async, python);
     RemoteDone *rd = g_new(RemoteDone, 1);
@@ -811,12 +873,20 @@ typedef struct {
     gint to;
     gint64 id;
     RpcMessageType ret;
+    gboolean answered; /* or handed on to another Fetch */
 } Fetch;
 
+/* A fetch dropped unanswered (the OwnerRRef it waited for was freed, or the
+ * context destroyed) still answers, so that the caller is not left to time
+ * out and the callee's count of active calls returns to 0. */
 static void
 fetch_free(gpointer p)
 {
     Fetch *f = p;
+    if (!f->answered && f->h->ctx != NULL)
+        rpc_agent_respond(f->a, f->to, f->id, RPC_MSG_EXCEPTION,
+                          rpc_value_new_string("The RRef was deleted on its owner before its "
+                                               "value could be fetched."));
     handle_unref(f->h);
     g_free(f);
 }
@@ -825,6 +895,7 @@ static gboolean
 fetch_value_ready(RpcFuture *f, gpointer data, GError **error)
 {
     Fetch *fe = data;
+    fe->answered = TRUE;
     RpcValue *err = rpc_future_peek_error(f);
     if (err != NULL)
         rpc_agent_respond(fe->a, fe->to, fe->id, RPC_MSG_EXCEPTION,
@@ -838,6 +909,7 @@ static void
 fetch_when_valued(Fetch *fe, RpcRRef *r)
 {
     Fetch *copy = g_memdup2(fe, sizeof *fe);
+    fe->answered = TRUE; /* the copy answers */
     handle_ref(copy->h);
     rpc_future_add_done_callback(r->value, fetch_value_ready, copy, fetch_free, NULL);
 }
@@ -848,11 +920,8 @@ fetch_owner_ready(RpcFuture *f, gpointer data, GError **error)
     Fetch *fe = data;
     RpcValue *v = rpc_future_peek_value(f);
     RpcRRef *r = v ? rpc_value_get_rref(v) : NULL;
-    if (r == NULL) {
-        rpc_agent_respond(fe->a, fe->to, fe->id, RPC_MSG_EXCEPTION,
-                          rpc_value_new_string("the RRef's owner went away"));
-        return TRUE;
-    }
+    if (r == NULL)
+        return TRUE; /* fetch_free answers */
     fetch_when_valued(fe, r);
     return TRUE;
 }
@@ -869,7 +938,8 @@ serve_fetch(RpcRRefCtx *c, gint from, gint64 id, RpcMessageType type, RpcValue *
     }
     Fetch fe = {c->handle, c->a, from, id,
                 type == RPC_MSG_PYTHON_RREF_FETCH_CALL ? RPC_MSG_PYTHON_RREF_FETCH_RET
-                                                       : RPC_MSG_SCRIPT_RREF_FETCH_RET};
+                                                       : RPC_MSG_SCRIPT_RREF_FETCH_RET,
+                FALSE};
     gint64 rk = gid_key(rref_id);
     RpcRRef *r = g_hash_table_lookup(c->owners, &rk);
     if (r != NULL) {
@@ -1055,6 +1125,7 @@ rpc_remote(RpcAgent *a, const RpcValue *to, const char *func, RpcValue *args, Rp
         creation_done(failed, cr, NULL);
         creation_free(cr);
         rpc_future_unref(failed);
+        r->deleted = TRUE; /* the owner never heard of it: nothing to delete */
         rref_unref(r);
         g_propagate_error(error, send_err);
         goto out;
@@ -1218,27 +1289,45 @@ rpc_rref_internal_typeof(RpcAgent *a, const RpcValue *args, const RpcValue *kwar
     return t;
 }
 
-static RpcValue *
-then_type_name(RpcFuture *parent, gpointer data, GError **error)
+/* The owner's _get_type: the value's type once it is set; a stored error
+ * (the UDF raised) fails it with that error's kind and message. */
+static gboolean
+owner_type_ready(RpcFuture *f, gpointer data, GError **error)
 {
-    RpcValue *v = raise_if_error(rpc_future_wait(parent, error), error);
-    if (v == NULL)
-        return NULL;
-    RpcValue *t = rpc_value_new_string(value_type_name(v));
-    rpc_value_unref(v);
-    return t;
+    RpcFuture *out = data;
+    RpcValue *err = rpc_future_peek_error(f);
+    RpcValue *v = rpc_future_peek_value(f);
+    if (err == NULL && rpc_value_type(v) == RPC_VALUE_ERROR)
+        err = v;
+    if (err != NULL)
+        rpc_future_fail_if_needed(out, rpc_value_ref(err));
+    else
+        rpc_future_complete_if_needed(out, rpc_value_new_string(value_type_name(v)));
+    return TRUE;
 }
 
 RpcFuture *
 rpc_rref_get_type(RpcRRef *r, RpcTime timeout, GError **error)
 {
-    if (r->type_future != NULL)
+    /* Cached after the first success (spec §3.5); while a fetch is in
+     * flight every caller gets that same future.  A failed fetch is
+     * forgotten, so a later call asks again. */
+    if (r->type_future != NULL && !rpc_future_has_error(r->type_future))
         return rpc_future_ref(r->type_future);
+    g_clear_pointer(&r->type_future, rpc_future_unref);
+    if (!require_ctx(r, error))
+        return NULL;
     if (r->owner_side) {
-        r->type_future = rpc_future_then(r->value, then_type_name, NULL, NULL, error);
+        r->type_future = rpc_future_new(rpc_agent_executor(r->ctx->a));
+        rpc_future_set_description(r->type_future, "_get_type: the OwnerRRef's value");
+        if (r->timed_out)
+            rpc_future_fail_if_needed(r->type_future,
+                                      rpc_value_new_error(RPC_ERROR_RUNTIME, MSG_CREATION_TIMED_OUT));
+        else
+            rpc_future_add_done_callback(r->value, owner_type_ready,
+                                         rpc_future_ref(r->type_future),
+                                         (GDestroyNotify)rpc_future_unref, NULL);
     } else {
-        if (!require_ctx(r, error))
-            return NULL;
         RpcValue *args = rpc_value_new_list();
         rpc_value_list_append(args, rref_value(rref_ref(r)));
         RpcValue *to = rpc_value_new_int(r->owner);
@@ -1247,6 +1336,210 @@ rpc_rref_get_type(RpcRRef *r, RpcTime timeout, GError **error)
         rpc_value_unref(to);
     }
     return r->type_future ? rpc_future_ref(r->type_future) : NULL;
+}
+
+/* --- proxies (spec §3.5, §4.7) -----------------------------------------------------------
+ * rref.<api>(timeout).m(*args) resolves the type first (the cached
+ * _get_type), checks on the caller that the type has attribute m, then runs
+ * _rref_proxy_invoke(rref, m, args, kwargs) on the owner with the same
+ * timeout — or _rref_proxy_invoke_async when m is @async_execution. */
+
+#define PROXY_INVOKE       "_rref_proxy_invoke"
+#define PROXY_INVOKE_ASYNC "_rref_proxy_invoke_async"
+
+/* _rref_proxy_invoke(rref, m, args, kwargs) on the owner:
+ * getattr(rref.local_value(), m)(*args, **kwargs). */
+RpcValue *
+rpc_rref_internal_invoke(RpcAgent *a, const RpcValue *args, const RpcValue *kwargs,
+                         GError **error)
+{
+    RpcRRef *r = NULL;
+    if (rpc_value_list_len(args) == 4)
+        r = rpc_value_get_rref(rpc_value_list_get(args, 0));
+    if (r == NULL || rpc_value_type(rpc_value_list_get(args, 1)) != RPC_VALUE_STRING ||
+        rpc_value_type(rpc_value_list_get(args, 2)) != RPC_VALUE_LIST ||
+        rpc_value_type(rpc_value_list_get(args, 3)) != RPC_VALUE_DICT) {
+        g_set_error_literal(error, RPC_ERROR, RPC_ERROR_TYPE,
+                            "_rref_proxy_invoke() takes (rref, func_name, args, kwargs)");
+        return NULL;
+    }
+    RpcValue *target = rpc_rref_local_value(r, error);
+    if (target == NULL)
+        return NULL;
+    RpcValue *v = rpc_object_call_method(a, target, rpc_value_get_string(rpc_value_list_get(args, 1)),
+                                         rpc_value_list_get(args, 2), rpc_value_list_get(args, 3),
+                                         error);
+    rpc_value_unref(target);
+    return v;
+}
+
+/* The owner-side function for method m of the fetched type (type_f done),
+ * or NULL + the type fetch's error or AttributeError. */
+static const char *
+proxy_function(RpcRRef *r, RpcFuture *type_f, const char *method, GError **error)
+{
+    RpcValue *t = rpc_future_wait(type_f, error);
+    if (t == NULL)
+        return NULL;
+    guint flags = 0;
+    gboolean ok = rpc_type_lookup_method(rpc_agent_registry(r->ctx->a), rpc_value_get_string(t),
+                                         method, &flags, error);
+    rpc_value_unref(t);
+    if (!ok)
+        return NULL;
+    return (flags & RPC_FUNC_ASYNC) ? PROXY_INVOKE_ASYNC : PROXY_INVOKE;
+}
+
+/* (rref, m, args, kwargs), taking args and kwargs (nullable). */
+static RpcValue *
+proxy_args(RpcRRef *r, const char *method, RpcValue *args, RpcValue *kwargs)
+{
+    RpcValue *l = rpc_value_new_list();
+    rpc_value_list_append(l, rref_value(rref_ref(r)));
+    rpc_value_list_append(l, rpc_value_new_string(method));
+    rpc_value_list_append(l, args ? args : rpc_value_new_list());
+    rpc_value_list_append(l, kwargs ? kwargs : rpc_value_new_dict());
+    return l;
+}
+
+/* The function a blocking proxy (rpc_sync, remote) calls: waits for the
+ * type, so that its errors are raised from the proxy call itself. */
+static const char *
+proxy_resolve(RpcRRef *r, const char *method, RpcTime timeout, GError **error)
+{
+    if (!require_ctx(r, error))
+        return NULL;
+    RpcFuture *tf = rpc_rref_get_type(r, timeout, error);
+    if (tf == NULL)
+        return NULL;
+    RpcExecutor *ex = rpc_agent_executor(r->ctx->a);
+    const char *fn = NULL;
+    if (rpc_executor_block_on(ex, tf, error))
+        fn = proxy_function(r, tf, method, error);
+    rpc_future_unref(tf);
+    return fn;
+}
+
+RpcValue *
+rpc_rref_proxy_sync(RpcRRef *r, const char *method, RpcValue *args, RpcValue *kwargs,
+                    RpcTime timeout, GError **error)
+{
+    g_return_val_if_fail(r != NULL && method != NULL, NULL);
+    const char *fn = proxy_resolve(r, method, timeout, error);
+    if (fn == NULL || r->ctx == NULL) {
+        rpc_value_unref(args);
+        rpc_value_unref(kwargs);
+        return NULL;
+    }
+    RpcValue *to = rpc_value_new_int(r->owner);
+    RpcValue *v =
+        rpc_sync(r->ctx->a, to, fn, proxy_args(r, method, args, kwargs), NULL, timeout, error);
+    rpc_value_unref(to);
+    return v;
+}
+
+RpcValue *
+rpc_rref_proxy_remote(RpcRRef *r, const char *method, RpcValue *args, RpcValue *kwargs,
+                      RpcTime timeout, GError **error)
+{
+    g_return_val_if_fail(r != NULL && method != NULL, NULL);
+    const char *fn = proxy_resolve(r, method, timeout, error);
+    if (fn == NULL || r->ctx == NULL) {
+        rpc_value_unref(args);
+        rpc_value_unref(kwargs);
+        return NULL;
+    }
+    RpcValue *to = rpc_value_new_int(r->owner);
+    RpcValue *v =
+        rpc_remote(r->ctx->a, to, fn, proxy_args(r, method, args, kwargs), NULL, timeout, error);
+    rpc_value_unref(to);
+    return v;
+}
+
+typedef struct {
+    RpcRRef *r;
+    char *method;
+    RpcValue *args, *kwargs; /* nullable */
+    RpcTime timeout;
+    RpcFuture *result;
+} ProxyCall;
+
+static void
+proxy_call_free(gpointer p)
+{
+    ProxyCall *pc = p;
+    rref_unref(pc->r);
+    g_free(pc->method);
+    rpc_value_unref(pc->args);
+    rpc_value_unref(pc->kwargs);
+    rpc_future_unref(pc->result);
+    g_free(pc);
+}
+
+static gboolean
+proxy_forward(RpcFuture *f, gpointer data, GError **error)
+{
+    RpcValue *err = rpc_future_peek_error(f);
+    if (err != NULL)
+        rpc_future_fail_if_needed(data, rpc_value_ref(err));
+    else
+        rpc_future_complete_if_needed(data, rpc_value_ref(rpc_future_peek_value(f)));
+    return TRUE;
+}
+
+/* The type arrived (or failed): make the call, or fail the result. */
+static gboolean
+proxy_type_ready(RpcFuture *f, gpointer data, GError **error)
+{
+    ProxyCall *pc = data;
+    GError *err = NULL;
+    RpcFuture *call = NULL;
+    const char *fn = pc->r->ctx ? proxy_function(pc->r, f, pc->method, &err) : NULL;
+    if (fn != NULL) {
+        RpcValue *to = rpc_value_new_int(pc->r->owner);
+        RpcValue *args = proxy_args(pc->r, pc->method, pc->args, pc->kwargs);
+        pc->args = pc->kwargs = NULL;
+        call = rpc_async(pc->r->ctx->a, to, fn, args, NULL, pc->timeout, &err);
+        rpc_value_unref(to);
+    } else if (err == NULL) {
+        g_set_error_literal(&err, RPC_ERROR, RPC_ERROR_RUNTIME, RPC_MSG_NOT_INITIALIZED);
+    }
+    if (call == NULL) {
+        rpc_future_fail_if_needed(pc->result, rpc_value_new_error_from_gerror(err));
+        g_error_free(err);
+        return TRUE;
+    }
+    rpc_future_add_done_callback(call, proxy_forward, rpc_future_ref(pc->result),
+                                 (GDestroyNotify)rpc_future_unref, NULL);
+    rpc_future_unref(call);
+    return TRUE;
+}
+
+RpcFuture *
+rpc_rref_proxy_async(RpcRRef *r, const char *method, RpcValue *args, RpcValue *kwargs,
+                     RpcTime timeout, GError **error)
+{
+    g_return_val_if_fail(r != NULL && method != NULL, NULL);
+    RpcFuture *tf = require_ctx(r, error) ? rpc_rref_get_type(r, timeout, error) : NULL;
+    if (tf == NULL) {
+        rpc_value_unref(args);
+        rpc_value_unref(kwargs);
+        return NULL;
+    }
+    ProxyCall *pc = g_new0(ProxyCall, 1);
+    pc->r = rref_ref(r);
+    pc->method = g_strdup(method);
+    pc->args = args;
+    pc->kwargs = kwargs;
+    pc->timeout = timeout;
+    pc->result = rpc_future_new(rpc_agent_executor(r->ctx->a));
+    char *d = g_strconcat("rref.rpc_async().", method, "()", NULL);
+    rpc_future_set_description(pc->result, d);
+    g_free(d);
+    RpcFuture *result = rpc_future_ref(pc->result);
+    rpc_future_add_done_callback(tf, proxy_type_ready, pc, proxy_call_free, NULL);
+    rpc_future_unref(tf);
+    return result;
 }
 
 /* --- debug info and shutdown ------------------------------------------------------------ */
@@ -1308,13 +1601,23 @@ bounded_wait(RpcRRefCtx *c, RpcFuture **slot, const char *what, RpcTime timeout)
 void
 rpc_rref_ctx_delete_all_users(RpcRRefCtx *c, RpcTime timeout)
 {
-    /* 1. every pending user confirmed, every child accepted */
-    check_flushed(c);
-    if ((g_hash_table_size(c->pending_users) || g_hash_table_size(c->pending_children)) &&
-        !bounded_wait(c, &c->flushed, "pending UserRRefs to be confirmed by owner and parent",
-                      timeout))
-        TRACE(c, tk_log, 0, 0, 0,
-              "Timed out waiting for pending UserRRefs to be confirmed by owner and parent.");
+    /* 1. every pending user confirmed, every child accepted.  Re-checked
+     * after every wake: the confirmation that wakes us can also release a
+     * gated request that forks again (a new pending child), and deleting a
+     * parent with a child in flight would break G2.  Steps 2-3 do not yield,
+     * so what holds when the loop exits still holds when users are deleted. */
+    RpcExecutor *ex = rpc_agent_executor(c->a);
+    RpcTime deadline = rpc_executor_now(ex) + timeout;
+    while (g_hash_table_size(c->pending_users) || g_hash_table_size(c->pending_children)) {
+        RpcTime left = deadline - rpc_executor_now(ex);
+        if (left <= 0 ||
+            !bounded_wait(c, &c->flushed, "pending UserRRefs to be confirmed by owner and parent",
+                          left)) {
+            TRACE(c, tk_log, 0, 0, 0,
+                  "Timed out waiting for pending UserRRefs to be confirmed by owner and parent.");
+            break;
+        }
+    }
     /* 2. delete every confirmed user, in fork-id order */
     GPtrArray *keys = sorted_keys(c->confirmed_users);
     GPtrArray *users = g_ptr_array_new_with_free_func(rref_unref);

@@ -915,6 +915,10 @@ static const RpcFunctionDef stdlib_defs[] = {
              rpc_agent_internal_broadcast_to_followers),
     INTERNAL("_rref_typeof_on_owner", "torch.distributed.rpc.rref_proxy._rref_type_cont",
              rpc_rref_internal_typeof),
+    INTERNAL("_rref_proxy_invoke", "torch.distributed.rpc.rref_proxy._local_invoke",
+             rpc_rref_internal_invoke),
+    {"_rref_proxy_invoke_async", "torch.distributed.rpc.rref_proxy._local_invoke_async_execution",
+     rpc_rref_internal_invoke, RPC_FUNC_INTERNAL | RPC_FUNC_ASYNC, 0, -1, "used by the runtime"},
 };
 
 void

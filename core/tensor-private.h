@@ -41,10 +41,16 @@ struct RpcTensor {
      * narrow in-place path below.  Read it through rpc_tensor_version(): an
      * alias keeps the count of its base, not this field. */
     guint32 version;
-    /* (nullable, owned) For an alias (rpc_tensor_alias()): the tensor that
-     * owns the storage `data` points into and the version counter; never
-     * itself an alias.  NULL for a tensor owning its storage. */
+    /* (nullable) For an alias (rpc_tensor_alias()): the tensor that owns
+     * the storage `data` points into and the version counter; never itself
+     * an alias.  NULL for a tensor owning its storage. */
     RpcTensor *base;
+    /* Keeps this block (header, version, elements) allocated: 1 for the
+     * tensor's own references (dropped when `ref` reaches 0, after the
+     * autograd metadata is freed) plus 1 per alias.  So an alias holds the
+     * storage, never the base's metadata: autograd may save an output's
+     * data inside the output's own grad_fn without a reference cycle. */
+    gint storage_refs;
 };
 
 /* Like rpc_tensor_repr(), with extra PyTorch-style suffixes appended after
@@ -55,6 +61,8 @@ char *rpc_tensor_repr_with_suffixes(const RpcTensor *t, const char *const *suffi
 
 /* A new tensor header sharing t's storage and version counter, without
  * t's autograd metadata (autograd's detach() / view_as() and saved outputs).
+ * It keeps the storage alive, not t: t's metadata goes with t's last
+ * reference even while aliases live.
  * Writes through rpc_tensor_data_mut() are refused on an alias: only the
  * in-place functions below write shared storage (transfer full). */
 RpcTensor *rpc_tensor_alias(RpcTensor *t);

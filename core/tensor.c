@@ -144,6 +144,7 @@ tensor_alloc(RpcDType dtype, guint ndim, const gint64 *shape, GError **error)
     t->data = (char *)t + TENSOR_HEADER_SIZE;
     t->version = 0;
     t->base = NULL;
+    t->storage_refs = 1;
     return t;
 }
 
@@ -350,6 +351,13 @@ rpc_tensor_ref(RpcTensor *t)
     return t;
 }
 
+static void
+storage_unref(RpcTensor *t)
+{
+    if (g_atomic_int_dec_and_test(&t->storage_refs))
+        g_free(t);
+}
+
 void
 rpc_tensor_unref(RpcTensor *t)
 {
@@ -358,9 +366,10 @@ rpc_tensor_unref(RpcTensor *t)
         return;
     if (t->autograd != NULL && t->autograd_free != NULL)
         t->autograd_free(t->autograd);
+    t->autograd = NULL;
     if (t->base != NULL)
-        rpc_tensor_unref(t->base);
-    g_free(t);
+        storage_unref(t->base);
+    storage_unref(t);
 }
 
 RpcTensor *
@@ -375,7 +384,9 @@ rpc_tensor_alias(RpcTensor *t)
     a->autograd = NULL;
     a->autograd_free = NULL;
     a->version = 0; /* unused: the owner's counter is the one */
-    a->base = rpc_tensor_ref(owner);
+    a->base = owner;
+    a->storage_refs = 1;
+    g_atomic_int_inc(&owner->storage_refs);
     return a;
 }
 
@@ -443,7 +454,7 @@ rpc_tensor_data_mut(RpcTensor *t)
     /* Immutable once shared: a peer holding a ref must never see a change;
      * an alias shares its storage by construction. */
     g_return_val_if_fail(g_atomic_ref_count_compare(&t->ref, 1), NULL);
-    g_return_val_if_fail(t->base == NULL, NULL);
+    g_return_val_if_fail(t->base == NULL && g_atomic_int_get(&t->storage_refs) == 1, NULL);
     return t->data;
 }
 

@@ -55,6 +55,9 @@ typedef enum {
     SC_REF_WORKER, /* a worker name: evaluates to the name as a string; ref_index = worker id */
     SC_REF_FUNC,   /* a registered function name (in an rpc_* call's function slot) */
 } ScRefKind;
+/* The function slot is argument 1 of rpc_sync/rpc_async and argument 0 of
+ * .then(…); it is always an SC_EXPR_NAME after parsing (a quoted name such
+ * as "aten::add" is turned into one).  ref_index is -1 unless SC_REF_WORKER. */
 
 typedef struct ScExpr ScExpr;
 
@@ -105,6 +108,7 @@ typedef enum {
     SC_STMT_SHUTDOWN,     /* shutdown [graceful|now] [timeout=D]   u.shutdown */
     SC_STMT_BARRIER,      /* barrier [w1, w2, …]           u.workers (empty: all) */
     SC_STMT_ACTION,       /* crash w / restart w / pause w / resume w / partition … / heal …   u.action */
+    SC_STMT_UNREGISTER,   /* unregister FUNC: this worker no longer has FUNC (case 22)   u.expr, a string */
 } ScStmtKind;
 
 typedef enum {
@@ -188,7 +192,10 @@ typedef struct {
     gint from_worker;  /* -1: every worker */
 } ScAgentFault;
 
-/* One link override: link A -> B { … } (A/B may be -1 for "any"). */
+/* One link override: link A -> B { … } (A/B may be -1 for "any").  A <-> B
+ * gives two entries, A -> B then B -> A.  cfg is complete: the network
+ * default with the block's settings applied; set_mask says which fields the
+ * block itself set. */
 typedef struct {
     ScLoc loc;
     gint from, to;
@@ -212,7 +219,7 @@ typedef enum {
     SC_END_NO_DEADLOCK,       /* the default */
     SC_END_FUTURES_RESOLVED,  /* every future created by programs completed */
     SC_END_COUNTER,           /* counter WORKER NAME CMP INT */
-    SC_END_FIRED,             /* fired fail|delay|crash|restart|pause|loss|duplicate|partition CMP INT */
+    SC_END_FIRED,             /* fired NAME CMP INT (sim_scenario_fired_names()) */
     SC_END_TIME,              /* time CMP DURATION (virtual time at the end) */
     SC_END_MESSAGES,          /* messages CMP INT (sent by agents) */
     SC_END_TRACE_CONTAINS,    /* trace contains "text" */

@@ -60,19 +60,34 @@ static const Arity builtins[] = {
     {"zeros", 0, 8, KW_NONE},       {"full", 1, 9, KW_NONE},         {"tensor", 1, 1, KW_NONE},
     {"len", 1, 1, KW_NONE},         {"now", 0, 0, KW_NONE},          {"worker_id", 0, 0, KW_NONE},
     {"worker_name", 0, 0, KW_NONE}, {"worker_info", 0, 1, KW_NONE},  {"counter", 1, 1, KW_NONE},
-    {"future", 0, 0, KW_NONE},      {"str", 1, 1, KW_NONE},
+    {"future", 0, 0, KW_NONE},      {"str", 1, 1, KW_NONE},          {"remote", 2, -1, KW_ANY},
+    {"rref", 1, 1, KW_NONE},
 };
 
 /* Same order as builtins[]. */
 static const char *const builtin_names[] = {
     "rpc_sync",    "rpc_async",   "wait",    "wait_all", "collect_all", "ones",
     "zeros",       "full",        "tensor",  "len",      "now",         "worker_id",
-    "worker_name", "worker_info", "counter", "future",   "str",         NULL,
+    "worker_name", "worker_info", "counter", "future",   "str",         "remote",
+    "rref",        NULL,
 };
 
 static const Arity methods[] = {
-    {"wait", 0, 0, KW_NONE},  {"done", 0, 0, KW_NONE},       {"value", 0, 0, KW_NONE},
-    {"then", 1, -1, KW_NONE}, {"set_result", 1, 1, KW_NONE}, {"set_exception", 1, 2, KW_NONE},
+    /* futures */
+    {"wait", 0, 0, KW_NONE},
+    {"done", 0, 0, KW_NONE},
+    {"value", 0, 0, KW_NONE},
+    {"then", 1, -1, KW_NONE},
+    {"set_result", 1, 1, KW_NONE},
+    {"set_exception", 1, 2, KW_NONE},
+    /* RRefs */
+    {"to_here", 0, 1, KW_NONE},
+    {"local_value", 0, 0, KW_NONE},
+    {"owner", 0, 0, KW_NONE},
+    {"owner_name", 0, 0, KW_NONE},
+    {"is_owner", 0, 0, KW_NONE},
+    {"confirmed_by_owner", 0, 0, KW_NONE},
+    {"get_type", 0, 0, KW_NONE},
 };
 
 static const char *const counter_names[] = {
@@ -85,6 +100,13 @@ static const char *const counter_names[] = {
     "timeouts",
     "late_responses",
     "decode_errors",
+    /* the RRef context's debug info (spec §4.2) */
+    "num_owner_rrefs",
+    "num_pending_futures",
+    "num_pending_users",
+    "num_forks",
+    "num_pending_children",
+    "num_confirmed_users",
     NULL,
 };
 
@@ -144,7 +166,8 @@ static const char *const action_names[] = {"crash",     "restart", "pause", "res
 static const char *const stmt_keywords[] = {
     "sleep",           "expect",   "repeat",    "parallel", "print",
     "set_rpc_timeout", "shutdown", "barrier",   "crash",    "restart",
-    "pause",           "resume",   "partition", "heal",     NULL,
+    "pause",           "resume",   "partition", "heal",     "unregister",
+    NULL,
 };
 
 static const char *const expr_keywords[] = {"None", "True", "False", "and", "or", "not", NULL};
@@ -336,7 +359,7 @@ typedef struct {
     gboolean sec_seen[N_SECTIONS];
     ScLoc sec_at[N_SECTIONS];
     ScLoc eof;
-    const ScEndExpect *deadlock_x, *no_deadlock_x;
+    const ScEndExpect *deadlock_x, *no_deadlock_x, *deadlock_contains_x;
 } Parser;
 
 #define FAILED(p) ((p)->error != NULL)
@@ -498,28 +521,15 @@ fail:
     g_string_free(b, TRUE);
 }
 
-static const guint64 pow10_table[] = {
-    1ull,
-    10ull,
-    100ull,
-    1000ull,
-    10000ull,
-    100000ull,
-    1000000ull,
-    10000000ull,
-    100000000ull,
-    1000000000ull,
-    10000000000ull,
-    100000000000ull,
-    1000000000000ull,
-    10000000000000ull,
-    100000000000000ull,
-    1000000000000000ull,
-    10000000000000000ull,
-    100000000000000000ull,
-    1000000000000000000ull,
-    10000000000000000000ull,
-};
+/* 10^e for e <= 19 (the largest that fits). */
+static guint64
+pow10_u64(gint e)
+{
+    guint64 r = 1;
+    while (e-- > 0)
+        r *= 10;
+    return r;
+}
 
 enum { SCALE_OK, SCALE_OVERFLOW, SCALE_FRACTION };
 
@@ -545,9 +555,9 @@ scale_exact(guint64 mant, gint exp, guint64 f, gint k, SimTime *out)
             r *= 10;
         }
     } else {
-        if (-e >= (gint)G_N_ELEMENTS(pow10_table) || r % pow10_table[-e] != 0)
-            return SCALE_FRACTION;
-        r /= pow10_table[-e];
+        if (-e > 19 || r % pow10_u64(-e) != 0)
+            return SCALE_FRACTION; /* r < 2^64 < 10^20: not divisible when -e > 19 */
+        r /= pow10_u64(-e);
     }
     if (r > (guint64)G_MAXINT64)
         return SCALE_OVERFLOW;
@@ -798,7 +808,9 @@ lex_punct(Parser *p, Token *t)
         lex_error(p, t, p->pos, "unexpected NUL byte");
         break;
     default:
-        if (c >= 0x21 && c < 0x7f)
+        if (c == '\'')
+            lex_error(p, t, p->pos, "unexpected character \"'\" (strings use double quotes)");
+        else if (c >= 0x21 && c < 0x7f)
             lex_error(p, t, p->pos, "unexpected character '%c'", c);
         else
             lex_error(p, t, p->pos,
@@ -1085,6 +1097,7 @@ stmt_free(gpointer data)
     case SC_STMT_EXPECT:
     case SC_STMT_PRINT:
     case SC_STMT_SET_TIMEOUT:
+    case SC_STMT_UNREGISTER:
         expr_free(s->u.expr);
         break;
     case SC_STMT_ASSIGN:
@@ -1295,14 +1308,10 @@ parse_uint(Parser *p, const char *what, guint64 min, guint64 max, guint64 *out)
         return FALSE;
     }
     if (t->u < min || t->u > max) {
-        if (max == G_MAXUINT64)
-            fail(p, t->loc, "%s must be at least %" G_GUINT64_FORMAT " (got %" G_GUINT64_FORMAT ")",
-                 what, min, t->u);
-        else
-            fail(p, t->loc,
-                 "%s must be between %" G_GUINT64_FORMAT " and %" G_GUINT64_FORMAT
-                 " (got %" G_GUINT64_FORMAT ")",
-                 what, min, max, t->u);
+        fail(p, t->loc,
+             "%s must be between %" G_GUINT64_FORMAT " and %" G_GUINT64_FORMAT
+             " (got %" G_GUINT64_FORMAT ")",
+             what, min, max, t->u);
         return FALSE;
     }
     *out = t->u;
@@ -1551,7 +1560,8 @@ static gint
 function_slot(const ScExpr *e)
 {
     if (e->kind == SC_EXPR_CALL &&
-        (strcmp(e->u.call.name, "rpc_sync") == 0 || strcmp(e->u.call.name, "rpc_async") == 0))
+        (strcmp(e->u.call.name, "rpc_sync") == 0 || strcmp(e->u.call.name, "rpc_async") == 0 ||
+         strcmp(e->u.call.name, "remote") == 0))
         return 1;
     if (e->kind == SC_EXPR_METHOD && strcmp(e->u.call.name, "then") == 0)
         return 0;
@@ -1796,8 +1806,9 @@ parse_postfix(Parser *p)
             const Arity *a = arity_lookup(methods, G_N_ELEMENTS(methods), t->str);
             if (a == NULL) {
                 fail(p, mloc,
-                     "unknown method '%s' (expected wait, done, value, then, set_result or "
-                     "set_exception)",
+                     "unknown method '%s' (expected wait, done, value, then, set_result, "
+                     "set_exception, to_here, local_value, owner, owner_name, is_owner, "
+                     "confirmed_by_owner or get_type)",
                      t->str);
                 goto fail;
             }
@@ -2114,7 +2125,7 @@ parse_action(Parser *p, ScAction *a)
             advance(p);
             t = peek(p);
             ScLoc loc = t->loc;
-            if (!parse_duration_lit(p, "pause … for", &a->duration))
+            if (!parse_duration_lit(p, "the pause", &a->duration))
                 return FALSE;
             if (a->duration <= 0) {
                 fail(p, loc, "a pause needs a positive duration");
@@ -2238,6 +2249,23 @@ parse_stmt(Parser *p, gpointer data)
             return FALSE;
         if (s->kind != SC_STMT_PRINT && !check_duration_expr(p, s->u.expr, what))
             return FALSE;
+    } else if (strcmp(what, "unregister") == 0) {
+        s->kind = SC_STMT_UNREGISTER;
+        t = peek(p);
+        if (t->kind != T_IDENT && t->kind != T_STRING) {
+            fail_got(p, "expected a function name after 'unregister'");
+            return FALSE;
+        }
+        ScLoc floc = t->loc;
+        RpcRegistry *reg = rpc_registry_new_default();
+        gboolean known = rpc_registry_lookup(reg, t->str) != NULL;
+        rpc_registry_free(reg);
+        if (!known) {
+            fail(p, floc, "unknown function '%s'", t->str);
+            return FALSE;
+        }
+        s->u.expr = expr_new(SC_EXPR_STRING, floc);
+        s->u.expr->u.s = take_str(p);
     } else if (strcmp(what, "expect") == 0) {
         if (!at_word(p, "error")) {
             s->kind = SC_STMT_EXPECT;
@@ -2744,7 +2772,7 @@ parse_agent_fault(Parser *p, ScLoc loc, gboolean is_delay)
                 return FALSE;
             }
             advance(p);
-            if (!parse_duration_lit(p, "delay … by", &f->delay))
+            if (!parse_duration_lit(p, "the delay", &f->delay))
                 return FALSE;
             seen_by = TRUE;
         } else if (strcmp(t->str, "from") == 0 && !seen_from) {
@@ -2914,6 +2942,8 @@ expect_item(Parser *p, gpointer ctx)
             x->kind = SC_END_DEADLOCK_CONTAINS;
             if (!parse_text_arg(p, "contains", &x->name))
                 return FALSE;
+            if (p->deadlock_contains_x == NULL)
+                p->deadlock_contains_x = x;
             break;
         }
         x->kind = SC_END_DEADLOCK;
@@ -3067,6 +3097,12 @@ parse_sections(Parser *p)
             break;
         case SEC_EXPECT:
             ok = parse_braced(p, "expect", loc, expect_item, NULL);
+            /* the run fails on any deadlock it was not told to expect */
+            if (ok && p->deadlock_contains_x != NULL && p->deadlock_x == NULL) {
+                fail(p, p->deadlock_contains_x->loc,
+                     "'deadlock contains' needs 'deadlock' in the same block");
+                ok = FALSE;
+            }
             break;
         }
         if (!ok)

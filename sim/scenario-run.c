@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include "core/agent.h"
+#include "core/rref.h"
 #include "core/stdlib.h"
 #include "core/tensor.h"
 #include "sim/error.h"
@@ -316,8 +317,10 @@ eval_futures(Env *env, const ScExpr *e, GError **error)
     return futs;
 }
 
+typedef enum { CALL_SYNC, CALL_ASYNC, CALL_REMOTE } CallMode;
+
 static RpcValue *
-eval_rpc(Env *env, const ScExpr *e, gboolean sync, GError **error)
+eval_rpc(Env *env, const ScExpr *e, CallMode mode, GError **error)
 {
     RpcAgent *a = agent_of(env, error);
     if (a == NULL)
@@ -353,11 +356,13 @@ eval_rpc(Env *env, const ScExpr *e, gboolean sync, GError **error)
             rpc_value_unref(kw);
             kw = NULL;
         }
-        if (sync) {
+        if (mode == CALL_SYNC) {
             result = rpc_sync(a, to, func, pos, kw, timeout, error);
-        } else {
+        } else if (mode == CALL_ASYNC) {
             RpcFuture *f = rpc_async(a, to, func, pos, kw, timeout, error);
             result = f ? track_future(env, f) : NULL;
+        } else {
+            result = rpc_remote(a, to, func, pos, kw, timeout, error);
         }
         pos = kw = NULL;
     }
@@ -440,14 +445,52 @@ eval_tensor_literal(Env *env, const ScExpr *e, GError **error)
     return r;
 }
 
+/* An agent counter or an RRef debug count by name; -1 if unknown. */
+static gint64
+counter_value(RpcAgent *a, const char *cn)
+{
+    RpcAgentCounters c;
+    RpcRRefDebugInfo d;
+    rpc_agent_get_counters(a, &c);
+    rpc_rref_debug_info(a, &d);
+#define C(s, field)                                                                                \
+    if (strcmp(cn, #field) == 0)                                                                   \
+        return (gint64)s.field;
+    C(c, client_active_calls)
+    C(c, server_active_calls)
+    C(c, server_active_async_calls)
+    C(c, requests_sent)
+    C(c, responses_received)
+    C(c, requests_served)
+    C(c, timeouts)
+    C(c, late_responses)
+    C(c, decode_errors)
+    C(d, num_owner_rrefs)
+    C(d, num_pending_futures)
+    C(d, num_pending_users)
+    C(d, num_forks)
+    C(d, num_pending_children)
+    C(d, num_confirmed_users)
+#undef C
+    return -1;
+}
+
 static RpcValue *
 eval_call(Env *env, const ScExpr *e, GError **error)
 {
     const char *n = e->u.call.name;
     GPtrArray *args = e->u.call.args;
     guint nargs = args ? args->len : 0;
-    if (strcmp(n, "rpc_sync") == 0 || strcmp(n, "rpc_async") == 0)
-        return eval_rpc(env, e, n[4] == 's', error);
+    if (strcmp(n, "rpc_sync") == 0)
+        return eval_rpc(env, e, CALL_SYNC, error);
+    if (strcmp(n, "rpc_async") == 0)
+        return eval_rpc(env, e, CALL_ASYNC, error);
+    if (strcmp(n, "remote") == 0)
+        return eval_rpc(env, e, CALL_REMOTE, error);
+    if (strcmp(n, "rref") == 0) {
+        RpcValue *v = eval(env, g_ptr_array_index(args, 0), error);
+        return v ? rpc_rref_new_local(sim_world_agent(env->run->w, env->worker), v, error) : NULL;
+    }
     if (strcmp(n, "ones") == 0 || strcmp(n, "zeros") == 0 || strcmp(n, "full") == 0) {
         gint64 shape[RPC_TENSOR_MAX_DIMS];
         guint ndim;
@@ -555,25 +598,10 @@ eval_call(Env *env, const ScExpr *e, GError **error)
         } else if (a == NULL) {
             g_set_error_literal(error, RPC_ERROR, RPC_ERROR_RUNTIME, RPC_MSG_NOT_INITIALIZED);
         } else {
-            RpcAgentCounters c;
-            rpc_agent_get_counters(a, &c);
-            const char *cn = rpc_value_get_string(v);
-            gint64 x = -1;
-#define C(field)                                                                                   \
-    if (strcmp(cn, #field) == 0)                                                                   \
-        x = (gint64)c.field;
-            C(client_active_calls)
-            C(server_active_calls)
-            C(server_active_async_calls)
-            C(requests_sent)
-            C(responses_received)
-            C(requests_served)
-            C(timeouts)
-            C(late_responses)
-            C(decode_errors)
-#undef C
+            gint64 x = counter_value(a, rpc_value_get_string(v));
             if (x < 0)
-                g_set_error(error, RPC_ERROR, RPC_ERROR_VALUE, "unknown counter '%s'", cn);
+                g_set_error(error, RPC_ERROR, RPC_ERROR_VALUE, "unknown counter '%s'",
+                            rpc_value_get_string(v));
             else
                 r = rpc_value_new_int(x);
         }
@@ -631,6 +659,41 @@ then_run(RpcFuture *parent, gpointer data, GError **error)
 }
 
 static RpcValue *
+eval_rref_method(Env *env, const ScExpr *e, RpcRRef *rr, GError **error)
+{
+    const char *m = e->u.call.name;
+    if (strcmp(m, "to_here") == 0) {
+        RpcTime timeout = RPC_TIMEOUT_UNSET;
+        if (e->u.call.args && e->u.call.args->len == 1 &&
+            !eval_duration(env, g_ptr_array_index(e->u.call.args, 0), &timeout, error))
+            return NULL;
+        return rpc_rref_to_here(rr, timeout, error);
+    }
+    if (strcmp(m, "local_value") == 0)
+        return rpc_rref_local_value(rr, error);
+    if (strcmp(m, "owner") == 0)
+        return rpc_rref_owner(rr);
+    if (strcmp(m, "owner_name") == 0) {
+        const char *n = rpc_rref_owner_name(rr);
+        return rpc_value_new_string(n ? n : "");
+    }
+    if (strcmp(m, "is_owner") == 0)
+        return rpc_value_new_bool(rpc_rref_is_owner(rr));
+    if (strcmp(m, "confirmed_by_owner") == 0)
+        return rpc_value_new_bool(rpc_rref_confirmed_by_owner(rr));
+    if (strcmp(m, "get_type") == 0) {
+        RpcFuture *f = rpc_rref_get_type(rr, RPC_TIMEOUT_UNSET, error);
+        if (f == NULL)
+            return NULL;
+        RpcValue *v = rpc_future_wait(f, error);
+        rpc_future_unref(f);
+        return v;
+    }
+    g_set_error(error, RPC_ERROR, RPC_ERROR_ATTRIBUTE, "'RRef' object has no attribute '%s'", m);
+    return NULL;
+}
+
+static RpcValue *
 eval_method(Env *env, const ScExpr *e, GError **error)
 {
     const char *m = e->u.call.name;
@@ -639,6 +702,11 @@ eval_method(Env *env, const ScExpr *e, GError **error)
         return NULL;
     RpcFuture *f;
     RpcValue *r = NULL;
+    RpcRRef *rr = rpc_value_get_rref(target);
+    if (rr != NULL) {
+        r = eval_rref_method(env, e, rr, error);
+        goto out;
+    }
     if (!as_future(target, &f, m, error))
         goto out;
     if (strcmp(m, "wait") == 0) {
@@ -907,9 +975,10 @@ run_action(Run *run, const ScAction *act)
         resume.kind = SC_ACT_RESUME;
         schedule_action(run, act->duration, &resume);
     }
-    /* World changes take effect from an event at the current time (a
-     * thread cannot tear down its own worker). */
-    schedule_action(run, 0, act);
+    /* Now: the world defers only a crash requested from a thread (a thread
+     * cannot tear down a worker's threads, its own included) to an event at
+     * the current time, i.e. until the calling thread next yields. */
+    do_action(run, act);
 }
 
 typedef struct {
@@ -1134,6 +1203,13 @@ exec_stmt(Env *env, const ScStmt *s)
     case SC_STMT_ACTION:
         run_action(run, &s->u.action);
         return TRUE;
+    case SC_STMT_UNREGISTER: {
+        RpcAgent *a = agent_of(env, &err);
+        if (a == NULL)
+            break;
+        rpc_registry_remove(rpc_agent_registry(a), s->u.expr->u.s);
+        return TRUE;
+    }
     }
     if (err != NULL) {
         fail_error(env, s->loc, err);
@@ -1209,8 +1285,16 @@ trigger_sink(const SimTraceRecord *rec, gpointer data)
         return;
     if (t->f->on_worker >= 0 && rec->worker != t->f->on_worker)
         return;
-    if (++t->seen == t->f->count)
-        run_action(t->run, &t->f->action);
+    if (++t->seen == t->f->count) {
+        /* From an event at the current time: a sink may not emit records. */
+        const ScAction *act = &t->f->action;
+        if (act->kind == SC_ACT_PAUSE && act->duration > 0) {
+            ScAction resume = *act;
+            resume.kind = SC_ACT_RESUME;
+            schedule_action(t->run, act->duration, &resume);
+        }
+        schedule_action(t->run, 0, act);
+    }
 }
 
 /* --- setting up the world ---------------------------------------------------------- */
@@ -1389,24 +1473,7 @@ check_end(Run *run, SimRunReport *rep, SimRunResult result)
         }
         case SC_END_COUNTER: {
             RpcAgent *a = sim_world_agent(run->w, x->worker);
-            gint64 v = -1;
-            if (a) {
-                RpcAgentCounters c;
-                rpc_agent_get_counters(a, &c);
-#define C(field)                                                                                   \
-    if (strcmp(x->name, #field) == 0)                                                              \
-        v = (gint64)c.field;
-                C(client_active_calls)
-                C(server_active_calls)
-                C(server_active_async_calls)
-                C(requests_sent)
-                C(responses_received)
-                C(requests_served)
-                C(timeouts)
-                C(late_responses)
-                C(decode_errors)
-#undef C
-            }
+            gint64 v = a ? counter_value(a, x->name) : -1;
             if (v < 0)
                 fail_at(run, x->loc, -1, "counter %s of %s is not available", x->name,
                         sim_world_worker_name(run->w, x->worker));

@@ -85,15 +85,23 @@ tr_send(RpcTransport *t, gint from, gint to, const RpcMessage *msg, GBytes *wire
     return TRUE;
 }
 
+/* The endpoint `self` closed (shutdown or crash).  A peer waiting on it
+ * learns through a close notice sent on the link self → peer, so it arrives
+ * after every message self wrote before closing (TCP's FIN follows the data)
+ * and is subject to the link's latency, loss and partitions.  A notice is an
+ * empty message; only peers with calls pending on self get one. */
 static void
 tr_closed(RpcTransport *t, gint self)
 {
     SimWorld *w = ((SimTransport *)t)->w;
+    GBytes *notice = g_bytes_new(NULL, 0);
     for (guint j = 0; j < w->n; j++) {
         RpcAgent *peer = w->workers[j].agent;
-        if ((gint)j != self && peer != NULL && rpc_agent_is_running(peer))
-            rpc_agent_connection_failed(peer, self, -1, RPC_MSG_CONNECTION_CLOSED);
+        if ((gint)j != self && peer != NULL && rpc_agent_is_running(peer) &&
+            rpc_agent_pending_calls_to(peer, self) > 0)
+            sim_net_send(w->net, self, (gint)j, notice, "CLOSE", -1, 0);
     }
+    g_bytes_unref(notice);
 }
 
 static const RpcTransportVTable sim_transport_vtable = {
@@ -125,6 +133,11 @@ on_deliver(gpointer data, gint from, gint to, GBytes *wire)
 {
     SimWorld *w = data;
     RpcAgent *dst = w->workers[to].agent;
+    if (g_bytes_get_size(wire) == 0) { /* a close notice (tr_closed) */
+        if (dst != NULL && rpc_agent_is_running(dst))
+            rpc_agent_connection_failed(dst, from, -1, RPC_MSG_CONNECTION_CLOSED);
+        return;
+    }
     if (dst != NULL && rpc_agent_is_running(dst))
         rpc_agent_deliver(dst, from, wire);
     else
@@ -426,9 +439,9 @@ do_crash(SimWorld *w, guint i)
     sim_kernel_trace_emit(w->k, (gint)i, &tk_crash, 0, 0, 0, NULL);
     w->stats.crashes++;
     wk->alive = FALSE;
-    sim_net_set_down(w->net, (gint)i, TRUE);
     if (wk->agent)
-        rpc_agent_kill(wk->agent, "crashed");
+        rpc_agent_kill(wk->agent, "crashed"); /* close notices go out first */
+    sim_net_set_down(w->net, (gint)i, TRUE);
     sim_pool_close(wk->pool);
     sim_pool_close(wk->programs);
     worker_free_parts(wk);
@@ -483,7 +496,10 @@ void
 sim_world_pause(SimWorld *w, guint worker, gboolean paused)
 {
     g_return_if_fail(worker < w->n);
-    run_or_defer(w, worker, paused, pause_event);
+    /* Immediate, even from a thread of that worker: the calling thread runs
+     * on until it next blocks, then is held like the others. */
+    WorldOp op = {w, worker, paused};
+    pause_event(&op);
 }
 
 gboolean

@@ -552,6 +552,28 @@ check_expects(const ScScenario *sc)
 }
 
 static void
+test_deadlock_expectations(void)
+{
+    ScScenario *sc = parse_ok("on worker0 { print 1 }\n"
+                              "expect { deadlock; deadlock contains \"thread pool exhausted\" }\n");
+    g_assert_cmpuint(sc->expects->len, ==, 2);
+    const ScEndExpect *x0 = g_ptr_array_index(sc->expects, 0);
+    const ScEndExpect *x1 = g_ptr_array_index(sc->expects, 1);
+    g_assert_cmpint(x0->kind, ==, SC_END_DEADLOCK);
+    g_assert_null(x0->name);
+    g_assert_cmpint(x1->kind, ==, SC_END_DEADLOCK_CONTAINS);
+    g_assert_cmpstr(x1->name, ==, "thread pool exhausted");
+    assert_loc(x1->loc, 2, 20);
+    sim_scenario_free(sc);
+    parse_err("on worker0 {}\nexpect { no_deadlock; deadlock }",
+              "t.rpcs:2:23: 'deadlock' contradicts 'no_deadlock' at 2:10");
+    parse_err("on worker0 {}\nexpect { trace has \"x\" }",
+              "expected 'contains' or 'lacks' after 'trace', got 'has'");
+    parse_err("on worker0 {}\nexpect { time <= 5 }", "time needs a duration with a unit");
+    parse_err("on worker0 {}\nexpect { messages > -1 }", "messages needs a whole number, got '-'");
+}
+
+static void
 test_full(void)
 {
     ScScenario *sc = parse_ok(full_text);
@@ -980,8 +1002,10 @@ test_names(void)
 {
     const char *const *b = sim_scenario_builtin_names();
     guint n = g_strv_length((char **)b);
-    g_assert_cmpuint(n, ==, 17);
+    g_assert_cmpuint(n, ==, 19);
     g_assert_true(g_strv_contains(b, "rpc_sync"));
+    g_assert_true(g_strv_contains(b, "remote"));
+    g_assert_true(g_strv_contains(b, "rref"));
     g_assert_true(g_strv_contains(b, "collect_all"));
     /* each name is a known built-in: the error is about arity, if anything */
     for (guint i = 0; i < n; i++) {
@@ -996,7 +1020,7 @@ test_names(void)
         g_free(text);
     }
     const char *const *c = sim_scenario_counter_names();
-    g_assert_cmpuint(g_strv_length((char **)c), ==, 9);
+    g_assert_cmpuint(g_strv_length((char **)c), ==, 15); /* 9 agent counters + 6 RRef counts */
     for (guint i = 0; c[i] != NULL; i++) {
         char *text = g_strdup_printf("on worker0 {}\nexpect { counter worker0 %s >= 0 }", c[i]);
         sim_scenario_free(parse_ok(text));
@@ -1051,6 +1075,97 @@ test_arity(void)
                               "  f.set_exception(\"x\"); wait(f); collect_all(f, f, f)\n"
                               "}\n");
     sim_scenario_free(sc);
+}
+
+/* Error paths the corpus does not reach. */
+static void
+test_more_errors(void)
+{
+    static const struct {
+        const char *text, *want;
+    } cases[] = {
+        {"on worker0 { barrier [worker1, worker1] }", "1:32: worker 'worker1' is listed twice"},
+        {"on worker0 { barrier [] }", "1:22: an empty barrier list"},
+        {"faults { fail SCRIPT_CALL, SCRIPT_CALL }\non worker0 {}",
+         "1:28: message type 'SCRIPT_CALL' is listed twice"},
+        {"faults { delay SCRIPT_CALL by 1s times 2 }\non worker0 {}",
+         "1:34: 'times' applies to fail, not delay"},
+        {"faults { fail SCRIPT_CALL by 1s }\non worker0 {}",
+         "1:27: 'by' applies to delay, not fail"},
+        {"faults { after 1 \"\" crash worker0 }\non worker0 {}", "1:18: empty trace record kind"},
+        {"faults { after 1 rpc. crash worker0 }\non worker0 {}", "got 'worker0'"},
+        {"faults { after 1 5 crash worker0 }\non worker0 {}", "expected a trace record kind"},
+        {"on all, worker1 { }", "1:7: 'all' cannot be combined with worker names"},
+        {"on worker0 { x = 1e999 }", "1:18: number '1e999' is out of range"},
+        {"describe \"a\\\x01\"", "1:12: invalid escape in string (backslash, then byte 0x01)"},
+        {"on worker0 { x = 'a' }", "unexpected character \"'\" (strings use double quotes)"},
+        {"network { bandwidth 100000000000GB/s }\non worker0 {}", "bandwidth is too large"},
+        {"on worker0 { sleep 0.00000000000012345678901234567h }", "not a whole number"},
+        {"on worker0 { sleep 1e400ns }", "is too large"},
+        {"world { workers [a, b, c, d, e, f, g, h, i, j] }\non k {}",
+         "unknown worker 'k' (the world has 10 workers: a, b, c, d, e, f, …, j)"},
+        {"world { workers 1000001 }\non worker0 {}", "workers must be between 1 and 1000000"},
+        {"world { threads 0 }\non worker0 {}", "threads must be between 1 and 1000000 (got 0)"},
+        {"world { seed 1.5 }\non worker0 {}", "seed needs a whole number, got '1.5'"},
+        {"world { workers [a, 5] }\non a {}", "expected a worker name, got '5'"},
+        {"world { workers [a b] }\non a {}", "expected ',' or ']' in the worker list, got 'b'"},
+        {"world { workers [\"\"] }\non a {}", "invalid worker name '\"\"'"},
+        {"world { workers [None] }\non a {}", "'None' is a reserved word and cannot name a worker"},
+        {"world { 5 }\non worker0 {}", "expected a setting of world, got '5'"},
+        {"network { 5 }\non worker0 {}", "expected a setting of network, got '5'"},
+        {"network { link -> b {} }\non worker0 {}", "expected a worker name or '*', got '->'"},
+        {"network { link a - b {} }\non worker0 {}",
+         "expected '->' or '<->' after the first worker"},
+        {"network { link * -> * { 5 } }\non worker0 {}", "expected a setting of the link, got '5'"},
+        {"network { link * -> * { foo 1 } }\non worker0 {}", "unknown setting 'foo' in link"},
+        {"network { latency 5 }\non worker0 {}", "latency needs a duration or a distribution"},
+        {"network { latency uniform 1ms }\non worker0 {}",
+         "expected '(' after the distribution name"},
+        {"network { latency uniform(1ms 2ms) }\non worker0 {}", "expected ',' or ')' in uniform()"},
+        {"network { latency uniform(1ms, 5) }\non worker0 {}",
+         "this argument needs a duration with a unit"},
+        {"faults { 5 }\non worker0 {}", "expected a fault (fail, delay, at or after), got '5'"},
+        {"faults { fail 5 }\non worker0 {}", "expected a message type (e.g. PYTHON_CALL), got '5'"},
+        {"faults { at 1s heal all now }\non worker0 {}", "unexpected 'now' after at"},
+        {"expect { 5 }\non worker0 {}", "expected an expectation, got '5'"},
+        {"expect { counter worker0 }\non worker0 {}", "expected a counter name, got '}'"},
+        {"expect { deadlock contains 5 }\non worker0 {}", "expected a string after 'contains'"},
+        {"expect { messages == 9223372036854775808 }\non worker0 {}",
+         "messages must be between 0 and 9223372036854775807"},
+        {"5\non worker0 {}", "1:1: expected a section (describe, world, network, faults, on or "
+                             "expect), got '5'"},
+        {"on worker0 { expect error f.wait() kind 5 }", "expected an exception type after 'kind'"},
+        {"on worker0 { expect error f.wait() contains x }", "expected a string after 'contains'"},
+        {"on worker0 { repeat 2 as 5 {} }", "expected a variable name after 'as', got '5'"},
+        {"on worker0 { parallel print 1 }", "expected '{' after 'parallel', got 'print'"},
+        {"on worker0 { parallel { print 1 ",
+         "expected '}' to close 'parallel' block opened at 1:14"},
+        {"on worker0 { barrier [worker0 worker1] }",
+         "expected ',' or ']' in the barrier's worker list"},
+        {"on worker0 { x = f.(1) }", "expected a method name after '.', got '('"},
+        {"on worker0 { x = ones(1 2) }",
+         "expected ',' or ')' in the arguments of ones() opened at 1:22"},
+        {"on worker0 { x = 5B }", "sizes, rates and percentages are only for network settings"},
+        {"on worker0 { partition worker0 worker1 }",
+         "expected '<->' or '->' after the first worker of "
+         "'partition', got 'worker1'"},
+        {"on worker0 {\n  x = 5 \"a very long string literal that will be cut short in the "
+         "message\"\n}",
+         "2:9: unexpected '\"a very long string literal that will be…' after assignment"},
+        {"on worker0 { x = 1 } \xe2\x9c\x93", "1:22: unexpected byte 0xe2"},
+        /* 40 bytes would split an é: the cut backs up to 39 */
+        {"on worker0 { print 1 \"ééééééééééééééééééééé\" }",
+         "unexpected '\"ééééééééééééééééééé…' after print"},
+    };
+    for (guint i = 0; i < G_N_ELEMENTS(cases); i++)
+        parse_err(cases[i].text, cases[i].want);
+    /* control bytes and UTF-8 are fine in comments */
+    sim_scenario_free(parse_ok("on worker0 { x = 1 } # a\x01 ok\n# b\x7f café ✓\n"));
+    /* a negative number is still a number without a unit */
+    parse_err("on worker0 { sleep -5 }", "1:20: sleep needs a duration with a unit");
+    sim_scenario_free(parse_ok("on worker0 { sleep -5ms; parallel\n{ print 1 } }"));
+    /* 0.0000000005 minutes is exactly 30 ns */
+    g_assert_cmpint(sleep_ns("0.0000000005m"), ==, 30);
 }
 
 /* --- the malformed corpus ------------------------------------------------------- */
@@ -1167,6 +1282,13 @@ test_binary_junk(void)
     g_assert_cmpstr(err->message, ==, want);
     g_clear_error(&err);
     g_free(want);
+    static const char in_comment[] = "on worker0 { print 1 } # a\0b\n";
+    g_assert_true(g_file_set_contents(path, in_comment, sizeof in_comment - 1, NULL));
+    g_assert_null(sim_scenario_parse_file(path, &err));
+    want = g_strdup_printf("%s:1:27: unexpected NUL byte", path);
+    g_assert_cmpstr(err->message, ==, want);
+    g_clear_error(&err);
+    g_free(want);
 
     guint8 bytes[4096];
     guint32 x = 12345;
@@ -1274,6 +1396,7 @@ main(int argc, char **argv)
     g_test_init(&argc, &argv, NULL);
     g_test_add_func("/scenario-parse/full-file", test_full);
     g_test_add_func("/scenario-parse/defaults", test_defaults);
+    g_test_add_func("/scenario-parse/deadlock-expectations", test_deadlock_expectations);
     g_test_add_func("/scenario-parse/durations", test_durations);
     g_test_add_func("/scenario-parse/network-values", test_network_values);
     g_test_add_func("/scenario-parse/strings", test_strings);
@@ -1283,6 +1406,7 @@ main(int argc, char **argv)
     g_test_add_func("/scenario-parse/error-format", test_error_format);
     g_test_add_func("/scenario-parse/io-error", test_io_error);
     g_test_add_func("/scenario-parse/names", test_names);
+    g_test_add_func("/scenario-parse/more-errors", test_more_errors);
     g_test_add_func("/scenario-parse/malformed-corpus", test_malformed_corpus);
     g_test_add_func("/scenario-parse/deep-nesting", test_deep_nesting);
     g_test_add_func("/scenario-parse/binary-junk", test_binary_junk);
