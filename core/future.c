@@ -42,7 +42,7 @@ static const RpcTraceKind trace_callback_error = {"future.callback_error", {NULL
 RpcFuture *
 rpc_future_new(RpcExecutor *ex)
 {
-    RpcFuture *f = g_slice_new0(RpcFuture); /* see value.c on the slice allocator */
+    RpcFuture *f = g_new0(RpcFuture, 1);
     f->refcount = 1;
     f->ex = ex;
     live_futures++;
@@ -90,7 +90,7 @@ rpc_future_unref(RpcFuture *f)
     rpc_value_unref(f->error);
     g_free(f->description);
     live_futures--;
-    g_slice_free(RpcFuture, f);
+    g_free(f);
 }
 
 guint

@@ -1058,6 +1058,14 @@ creation_done(RpcFuture *f, gpointer data, GError **error)
         if (kind == RPC_ERR_TIMEOUT || kind == RPC_ERR_INTENTIONAL_FAILURE) {
             r->timed_out = TRUE;
             TRACE(c, tk_timed_out, r->owner, cr->rk, cr->fk, rpc_value_error_message(err));
+            /* Remote to self: whoever already waits for the value (a
+             * local_value, a fetch, _get_type) would otherwise wait forever
+             * if the call never arrives; they get the error later callers
+             * get from the flag.  A call that was only slow finds the value
+             * taken (setValue keeps the first outcome). */
+            if (cr->to_self)
+                rpc_future_fail_if_needed(
+                    r->value, rpc_value_new_error(RPC_ERROR_RUNTIME, MSG_CREATION_TIMED_OUT));
         } else {
             TRACE(c, tk_log, r->owner, cr->rk, 0, rpc_value_error_message(err));
         }

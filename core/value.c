@@ -66,13 +66,10 @@ static const char *const type_names[RPC_VALUE_N_TYPES] = {
     [RPC_VALUE_OPAQUE] = "object",
 };
 
-/* Values are the most allocated objects of a run (a dozen per RPC): they
- * come from GLib's slice allocator, whose per-size magazines cost a fraction
- * of malloc/free (G_SLICE=always-malloc under valgrind). */
 static RpcValue *
 value_alloc(RpcValueType type)
 {
-    RpcValue *v = g_slice_new0(RpcValue);
+    RpcValue *v = g_new0(RpcValue, 1);
     v->refcount = 1;
     v->type = type;
     return v;
@@ -128,7 +125,7 @@ value_free(RpcValue *v)
     default:
         break;
     }
-    g_slice_free(RpcValue, v);
+    g_free(v);
 }
 
 void
