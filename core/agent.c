@@ -1043,8 +1043,13 @@ static RpcValue *
 remote_exception(RpcAgent *a, const GError *err)
 {
     RpcErrorKind kind = err->domain == RPC_ERROR ? (RpcErrorKind)err->code : RPC_ERROR_RUNTIME;
-    char *text = g_strdup_printf("On WorkerInfo(id=%d, name=%s):\n%s('%s')\n", a->id, a->name,
-                                 rpc_error_kind_name(kind), err->message);
+    /* repr(e) as Python prints it: single quotes unless the message has a
+     * single quote and no double one (PyTorch then unescapes the text, so
+     * newlines stay real). */
+    gboolean dq = strchr(err->message, '\'') != NULL && strchr(err->message, '"') == NULL;
+    char *text = g_strdup_printf("On WorkerInfo(id=%d, name=%s):\n%s(%c%s%c)\n", a->id, a->name,
+                                 rpc_error_kind_name(kind), dq ? '"' : '\'', err->message,
+                                 dq ? '"' : '\'');
     RpcValue *v = rpc_value_new_error(kind, text);
     g_free(text);
     return v;
@@ -1672,14 +1677,14 @@ wait_idle(RpcAgent *a, GError **error)
 /* TensorPipe's syncCallCount: every worker adds its count under a round's
  * key; the last one to arrive sets the round's ready key. */
 static gboolean
-sync_call_count(RpcAgent *a, gint64 *total, GError **error)
+sync_call_count(RpcAgent *a, gint64 count, gint64 *total, GError **error)
 {
     guint64 round = a->join_round++;
     char kcount[160], kprocs[160], kready[160];
     g_snprintf(kcount, sizeof kcount, "%srpc/join/%" G_GUINT64_FORMAT "/calls", a->prefix, round);
     g_snprintf(kprocs, sizeof kprocs, "%srpc/join/%" G_GUINT64_FORMAT "/procs", a->prefix, round);
     g_snprintf(kready, sizeof kready, "%srpc/join/%" G_GUINT64_FORMAT "/ready", a->prefix, round);
-    a->store->vt->add(a->store, kcount, a->c.client_active_calls);
+    a->store->vt->add(a->store, kcount, count);
     if (a->store->vt->add(a->store, kprocs, 1) == (gint64)a->world_size)
         a->store->vt->set(a->store, kready, "1");
     RpcFuture *f = a->store->vt->wait(a->store, kready, a->ex);
@@ -1688,7 +1693,8 @@ sync_call_count(RpcAgent *a, gint64 *total, GError **error)
     rpc_future_unref(f);
     if (!ok)
         return FALSE;
-    *total = a->store->vt->add(a->store, kcount, 0);
+    if (total)
+        *total = a->store->vt->add(a->store, kcount, 0);
     return TRUE;
 }
 
@@ -1742,8 +1748,15 @@ rpc_agent_shutdown(RpcAgent *a, gboolean graceful, RpcTime timeout, GError **err
      * owners' tables drain before the leak check (spec §4.6). */
     rpc_rref_ctx_delete_all_users(a->rrefs, 100 * RPC_S);
     for (;;) {
+        /* TensorPipe's join: drain this worker's own calls, meet the others
+         * at a barrier, and only then report the count as it is now —
+         * every worker samples after all have arrived, so a chain still
+         * running through some worker is counted there.  Non-zero anywhere:
+         * another round.  Zero: one last barrier, then shut down. */
         gint64 total = 0;
-        if (!wait_idle(a, &err) || !sync_call_count(a, &total, &err)) {
+        if (!wait_idle(a, &err) || !sync_call_count(a, 0, NULL, &err) ||
+            !sync_call_count(a, a->c.client_active_calls, &total, &err) ||
+            (total == 0 && !sync_call_count(a, 0, NULL, &err))) {
             finalize(a, "shutdown (graceful, interrupted)");
             g_propagate_error(error, err);
             return FALSE;

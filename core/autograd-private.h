@@ -4,8 +4,10 @@
  * Ownership (no cycles, so a graph goes with its last tensor):
  *   tensor --meta.grad_fn--> node --next[i].node--> node ...
  *   node --saved[i].data--> tensor (a saved input: the tensor itself; a
- *        saved output of the same node: an alias without metadata, so the
- *        output does not own its own grad_fn through the node)
+ *        saved output of the same node: an alias without metadata, which
+ *        keeps the storage alive but not the output tensor — see
+ *        storage_refs in tensor-private.h — so no output owns its own
+ *        grad_fn through the node)
  *   AccumulateGrad --variable--> leaf; leaf --meta.grad_accumulator--> it,
  *        weakly (cleared when the node goes).
  * Node pre-hooks share a tensor's hook list (refcounted), never the tensor.
@@ -111,7 +113,7 @@ struct RpcAgNode {
     gpointer data;
 };
 
-/* ---- shared helpers (autograd.c) ---------------------------------------- */
+/* ---- shared helpers (autograd.c, except where noted) ------------------------ */
 
 /* Runs list's hooks on *grad (owned by the caller, replaced in place). */
 gboolean rpc_ag_hook_list_run(RpcAgHookList *list, RpcTensor **grad, GError **error);
@@ -137,7 +139,7 @@ void rpc_ag_node_release_saved(RpcAgNode *node);
 void rpc_ag_set_gradient_edge(RpcTensor *t, RpcAgNode *node, guint output_nr);
 /* "torch.DoubleTensor" / "torch.FloatTensor". */
 const char *rpc_ag_type_string(RpcDType dtype);
-/* A copy of t recorded as "CopyBackwards" (AccumulateGrad's
+/* autograd-ops.c: a copy of t recorded as "CopyBackwards" (AccumulateGrad's
  * clone_obey_contract under create_graph) (transfer full). */
 RpcTensor *rpc_ag_copy_for_grad(RpcAgThread *th, RpcTensor *t);
 /* Makes t an alias with history (node, output_nr) (transfer full). */

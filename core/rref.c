@@ -61,7 +61,7 @@ struct RpcRRefCtx {
     GArray *journal; /* ForkEntry: forks of the message being encoded, or NULL */
     gboolean destroyed;
     RpcFuture *flushed;      /* waiters: pending users and children empty */
-    RpcFuture *owners_empty; /* waiters: owners empty */
+    RpcFuture *owners_empty; /* waiters: owners and forks empty */
     CtxHandle *handle;
 };
 
@@ -78,6 +78,7 @@ struct RpcRRef {
     gboolean confirmed;
     gboolean deleted;
     gboolean timed_out;
+    gboolean assigned; /* OwnerRRef: a value is coming (remote() arrived, or local) */
     RpcFuture *creation;    /* remote(): the REMOTE_CALL's future */
     RpcFuture *type_future; /* _get_type cache */
 };
@@ -304,7 +305,7 @@ check_flushed(RpcRRefCtx *c)
 static void
 check_owners_empty(RpcRRefCtx *c)
 {
-    if (g_hash_table_size(c->owners) == 0)
+    if (g_hash_table_size(c->owners) == 0 && g_hash_table_size(c->forks) == 0)
         complete_and_clear(&c->owners_empty);
 }
 
@@ -532,6 +533,35 @@ get_or_create_owner(RpcRRefCtx *c, RpcGlobalId rref_id, const char *type, gboole
     return r;
 }
 
+static void
+fail_never_created(RpcRRef *r)
+{
+    char *s = stream_str(r);
+    char *text = g_strdup_printf("%s was deleted on its owner before rpc.remote() created it", s);
+    rpc_future_fail_if_needed(r->value, rpc_value_new_error(RPC_ERROR_RUNTIME, text));
+    g_free(text);
+    g_free(s);
+}
+
+/* Removes an OwnerRRef from owners_.  One that no remote() ever assigned
+ * (it was made when a fork of it arrived first, and the call itself was
+ * lost) will never get a value: its waiters get an error instead of
+ * waiting forever. */
+static void
+owner_drop(RpcRRefCtx *c, gint64 rk, const char *why)
+{
+    RpcRRef *r = g_hash_table_lookup(c->owners, &rk);
+    if (r == NULL)
+        return;
+    r = rref_ref(r);
+    g_hash_table_remove(c->owners, &rk);
+    TRACE(c, tk_owner_del, rk, 0, 0, why);
+    if (!r->assigned)
+        fail_never_created(r);
+    rref_unref(r);
+    check_owners_empty(c);
+}
+
 /* addForkOfOwner(IfNotPresent): FALSE if already there (or tombstoned). */
 static gboolean
 add_fork_of_owner(RpcRRefCtx *c, gint64 rk, gint64 fk)
@@ -556,17 +586,24 @@ del_fork_of_owner(RpcRRefCtx *c, gint64 rk, gint64 fk)
 {
     g_hash_table_add(c->tombstones, key_new(fk));
     GHashTable *set = g_hash_table_lookup(c->forks, &rk);
-    if (set == NULL || !g_hash_table_remove(set, &fk))
+    if (set == NULL) {
+        /* No fork known: if the OwnerRRef exists only because a fork of it
+         * arrived before its remote() call, this is the creator giving up
+         * on that call (its creation failed): nothing will assign it. */
+        RpcRRef *r = g_hash_table_lookup(c->owners, &rk);
+        if (r != NULL && !r->assigned)
+            owner_drop(c, rk, "never created");
+        return;
+    }
+    if (!g_hash_table_remove(set, &fk))
         return;
     guint left = g_hash_table_size(set);
     TRACE(c, tk_owner_unfork, rk, fk, left, NULL);
     if (left > 0)
         return;
     g_hash_table_remove(c->forks, &rk);
-    if (g_hash_table_remove(c->owners, &rk)) {
-        TRACE(c, tk_owner_del, rk, 0, 0, NULL);
-        check_owners_empty(c);
-    }
+    owner_drop(c, rk, NULL);
+    check_owners_empty(c);
 }
 
 /* --- user side ---------------------------------------------------------------------- */
@@ -792,6 +829,7 @@ rpc_rref_unpickle(gpointer data, const char *ext_name, RpcValue *wire, GError **
 typedef struct {
     CtxHandle *h;
     RpcAgent *a;
+    RpcRRef *r; /* the OwnerRRef (strong), NULL if given up already */
     RpcGlobalId rref_id, fork_id;
     gint to;
     gint64 id;
@@ -800,26 +838,26 @@ typedef struct {
 static void
 remote_done_free(gpointer p)
 {
-    RemoteDone *r = p;
-    handle_unref(r->h);
-    g_free(r);
+    RemoteDone *rd = p;
+    handle_unref(rd->h);
+    rref_unref(rd->r);
+    g_free(rd);
 }
 
 static gboolean
 remote_computed(RpcFuture *f, gpointer data, GError **error)
 {
     RemoteDone *rd = data;
-    RpcRRefCtx *c = rd->h->ctx;
-    if (c == NULL)
+    if (rd->h->ctx == NULL)
         return TRUE;
-    gint64 rk = gid_key(rd->rref_id);
-    RpcRRef *r = g_hash_table_lookup(c->owners, &rk);
-    if (r != NULL) {
+    /* Set on the object itself, in owners_ or not: a UDF of this worker
+     * may wait for it although every user is gone already. */
+    if (rd->r != NULL) {
         RpcValue *err = rpc_future_peek_error(f);
         if (err != NULL)
-            rpc_future_fail_if_needed(r->value, rpc_value_ref(err));
+            rpc_future_fail_if_needed(rd->r->value, rpc_value_ref(err));
         else
-            owner_set_value(r, rpc_value_ref(rpc_future_peek_value(f)));
+            owner_set_value(rd->r, rpc_value_ref(rpc_future_peek_value(f)));
     }
     /* REMOTE_RET echoes the ids, even when the function failed (§1.5). */
     rpc_agent_respond(rd->a, rd->to, rd->id, RPC_MSG_REMOTE_RET,
@@ -844,20 +882,28 @@ serve_remote_call(RpcRRefCtx *c, gint from, gint64 id, RpcMessageType type, RpcV
     gboolean python = type == RPC_MSG_PYTHON_REMOTE_CALL;
     gint64 rk = gid_key(rref_id), fk = gid_key(fork_id);
     /* Registered before the value is computed (assignOwnerRRef). */
-    RpcRRef *r = get_or_create_owner(c, rref_id, NULL, python);
-    if (rk != fk && !add_fork_of_owner(c, rk, fk) && !g_hash_table_contains(c->forks, &rk)) {
-        /* The creator's USER_DELETE overtook this call (its creation timed
-         * out first): no user can ever reach the value, so do not keep it. */
-        if (g_hash_table_remove(c->owners, &rk)) {
-            TRACE(c, tk_owner_del, rk, 0, 0, "deleted before created");
-            check_owners_empty(c);
+    RpcRRef *r;
+    if (rk == fk) {
+        /* remote to self: the OwnerRRef exists, unless its creation was
+         * given up (timed out) and every handle dropped meanwhile */
+        r = g_hash_table_lookup(c->owners, &rk);
+        r = r ? rref_ref(r) : NULL;
+    } else {
+        r = get_or_create_owner(c, rref_id, NULL, python);
+        if (!add_fork_of_owner(c, rk, fk) && !g_hash_table_contains(c->forks, &rk)) {
+            /* The creator's USER_DELETE overtook this call (its creation
+             * timed out first): no user can reach the value, do not keep it. */
+            r->assigned = TRUE;
+            owner_drop(c, rk, "deleted before created");
         }
     }
-    rref_unref(r);
+    if (r != NULL)
+        r->assigned = TRUE;
     RpcFuture *out = rpc_agent_run_function(c->a, name, args, kwargs, is_async, python);
     RemoteDone *rd = g_new(RemoteDone, 1);
     rd->h = handle_ref(c->handle);
     rd->a = c->a;
+    rd->r = r;
     rd->rref_id = rref_id;
     rd->fork_id = fork_id;
     rd->to = from;
@@ -1018,6 +1064,7 @@ rpc_rref_new_local(RpcAgent *a, RpcValue *value, GError **error)
     RpcRRefCtx *c = rpc_agent_rref_ctx(a);
     RpcGlobalId id = new_id(c);
     RpcRRef *r = rref_alloc(c, TRUE, c->self, id, id, NULL, TRUE);
+    r->assigned = TRUE;
     owner_set_value(r, value);
     /* Not in owners_ until forked (num_owner_rrefs stays 0). */
     return rref_value(r);
@@ -1100,6 +1147,7 @@ rpc_remote(RpcAgent *a, const RpcValue *to, const char *func, RpcValue *args, Rp
         /* remote to self: one id, an OwnerRRef with itself as a fork */
         fork_id = rref_id;
         r = rref_alloc(c, TRUE, c->self, rref_id, rref_id, NULL, !builtin);
+        r->assigned = TRUE;
         gint64 rk = gid_key(rref_id);
         g_hash_table_insert(c->owners, key_new(rk), rref_ref(r));
         add_fork_of_owner(c, rk, rk);
@@ -1641,15 +1689,15 @@ rpc_rref_ctx_delete_all_users(RpcRRefCtx *c, RpcTime timeout)
     keys = sorted_keys(c->owners);
     for (guint i = 0; i < keys->len; i++) {
         gint64 rk = *(gint64 *)g_ptr_array_index(keys, i);
-        if (!g_hash_table_contains(c->forks, &rk)) {
-            TRACE(c, tk_owner_del, rk, 0, 0, "unforked");
-            g_hash_table_remove(c->owners, &rk);
-        }
+        if (!g_hash_table_contains(c->forks, &rk))
+            owner_drop(c, rk, "unforked");
     }
     g_ptr_array_unref(keys);
-    /* 4. every incoming USER_DELETE processed */
+    /* 4. every incoming USER_DELETE processed.  Forks count too: a fork
+     * known without its OwnerRRef (the remote() call was lost) is still a
+     * user whose delete is on its way, perhaps being retried. */
     check_owners_empty(c);
-    if (g_hash_table_size(c->owners) &&
+    if ((g_hash_table_size(c->owners) || g_hash_table_size(c->forks)) &&
         !bounded_wait(c, &c->owners_empty, "pending OwnerRRefs to be deleted", timeout))
         TRACE(c, tk_log, 0, 0, 0, "Timed out waiting for pending OwnerRRefs to be deleted.");
 }
@@ -1684,7 +1732,20 @@ rpc_rref_ctx_destroy(RpcRRefCtx *c, gboolean ignore_leak, GError **error)
         ok = FALSE;
     }
     g_string_free(leaks, TRUE);
+    /* Values that will never come (see owner_drop), in key order: failing
+     * one runs its waiters' callbacks. */
+    GPtrArray *okeys = sorted_keys(c->owners);
+    GPtrArray *unassigned = g_ptr_array_new_with_free_func(rref_unref);
+    for (guint i = 0; i < okeys->len; i++) {
+        RpcRRef *r = g_hash_table_lookup(c->owners, g_ptr_array_index(okeys, i));
+        if (!r->assigned)
+            g_ptr_array_add(unassigned, rref_ref(r));
+    }
+    g_ptr_array_unref(okeys);
     g_hash_table_remove_all(c->owners);
     g_hash_table_remove_all(c->pending_owners);
+    for (guint i = 0; i < unassigned->len; i++)
+        fail_never_created(g_ptr_array_index(unassigned, i));
+    g_ptr_array_unref(unassigned);
     return ok;
 }

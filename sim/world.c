@@ -128,14 +128,34 @@ bounce_to_sender(SimWorld *w, gint from, gint to, GBytes *wire, const char *reas
     rpc_message_unref(msg);
 }
 
+typedef struct {
+    SimWorld *w;
+    gint from, to;
+    RpcAgent *agent; /* the agent the notice was for */
+} CloseNotice;
+
+static void
+close_notice_run(gpointer data)
+{
+    CloseNotice *n = data;
+    RpcAgent *dst = n->w->workers[n->to].agent;
+    if (dst == n->agent && rpc_agent_is_running(dst))
+        rpc_agent_connection_failed(dst, n->from, -1, RPC_MSG_CONNECTION_CLOSED);
+}
+
 static void
 on_deliver(gpointer data, gint from, gint to, GBytes *wire)
 {
     SimWorld *w = data;
     RpcAgent *dst = w->workers[to].agent;
     if (g_bytes_get_size(wire) == 0) { /* a close notice (tr_closed) */
-        if (dst != NULL && rpc_agent_is_running(dst))
-            rpc_agent_connection_failed(dst, from, -1, RPC_MSG_CONNECTION_CLOSED);
+        if (dst == NULL || !rpc_agent_is_running(dst))
+            return;
+        /* Through the thread pool, behind the responses that arrived
+         * before it: the data read before a pipe error is processed first. */
+        CloseNotice *n = g_new(CloseNotice, 1);
+        *n = (CloseNotice){w, from, to, dst};
+        rpc_executor_spawn(sim_executor_base(w->workers[to].ex), close_notice_run, n, g_free);
         return;
     }
     if (dst != NULL && rpc_agent_is_running(dst))

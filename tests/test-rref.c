@@ -194,6 +194,26 @@ call_local(RpcTestCtx *ctx, gint rank, const char *func, RpcValue *args, GError 
     return v;
 }
 
+/* rpc_object_construct / rpc_object_call_method, taking args (nullable). */
+static RpcValue *
+construct(RpcAgent *a, const RpcClassDef *cls, RpcValue *args, RpcValue *kwargs, GError **error)
+{
+    RpcValue *v = rpc_object_construct(a, cls, args, kwargs, error);
+    rpc_value_unref(args);
+    rpc_value_unref(kwargs);
+    return v;
+}
+
+static RpcValue *
+call_m(RpcAgent *a, const RpcValue *target, const char *m, RpcValue *args, RpcValue *kwargs,
+       GError **error)
+{
+    RpcValue *v = rpc_object_call_method(a, target, m, args, kwargs, error);
+    rpc_value_unref(args);
+    rpc_value_unref(kwargs);
+    return v;
+}
+
 /* Counts trace records of one kind whose detail is `detail`. */
 typedef struct {
     const char *kind;
@@ -334,7 +354,7 @@ body_py_class_methods(RpcTestCtx *ctx, gint rank)
     rpc_value_unref(v);
     /* test_py_class_instance_method: MyClass(2).my_instance_method */
     GError *err = NULL;
-    RpcValue *obj = rpc_object_construct(rt_agent(ctx, rank), &rpc_class_my_class,
+    RpcValue *obj = construct(rt_agent(ctx, rank), &rpc_class_my_class,
                                          rt_args(rt_int(2), NULL), NULL, &err);
     g_assert_no_error(err);
     rt_assert_value(sync_ok(ctx, rank, next, "MyClass.my_instance_method",
@@ -1360,7 +1380,7 @@ static void
 body_my_parameter_server(RpcTestCtx *ctx, gint rank)
 {
     GError *err = NULL;
-    RpcValue *ps = rpc_object_construct(rt_agent(ctx, rank), &rpc_class_my_parameter_server,
+    RpcValue *ps = construct(rt_agent(ctx, rank), &rpc_class_my_parameter_server,
                                         rt_args(rt_int(ctx->n - 1), NULL), NULL, &err);
     g_assert_no_error(err);
     RpcValue *ps_rref = local_rref(ctx, rank, ps);
@@ -1750,7 +1770,7 @@ body_object_calls(RpcTestCtx *ctx, gint rank)
     RpcAgent *a = rt_agent(ctx, rank);
     GError *err = NULL;
     /* objects travel by value: identity() returns a copy with the fields */
-    RpcValue *obj = rpc_object_construct(a, &rpc_class_my_class, rt_args(rt_int(5), NULL), NULL,
+    RpcValue *obj = construct(a, &rpc_class_my_class, rt_args(rt_int(5), NULL), NULL,
                                          &err);
     g_assert_no_error(err);
     RpcValue *back = sync_ok(ctx, rank, 1, "identity", rt_args(rpc_value_ref(obj), NULL));
@@ -1758,29 +1778,29 @@ body_object_calls(RpcTestCtx *ctx, gint rank)
     rt_assert_value(rpc_value_ref(rpc_object_get(rpc_value_get_object(back), "a")), rt_int(5));
     rpc_value_unref(back);
     /* method calls: arity, fields, missing attributes, other types */
-    g_assert_null(rpc_object_call_method(a, obj, "my_instance_method", NULL, NULL, &err));
+    g_assert_null(call_m(a, obj, "my_instance_method", NULL, NULL, &err));
     assert_error_exact(&err, RPC_ERROR_TYPE,
                        "my_instance_method() missing 1 required positional argument: 'b'");
-    g_assert_null(rpc_object_call_method(a, obj, "a", NULL, NULL, &err));
+    g_assert_null(call_m(a, obj, "a", NULL, NULL, &err));
     assert_error_exact(&err, RPC_ERROR_TYPE, "'int' object is not callable");
-    g_assert_null(rpc_object_call_method(a, obj, "zz", NULL, NULL, &err));
+    g_assert_null(call_m(a, obj, "zz", NULL, NULL, &err));
     assert_error_exact(&err, RPC_ERROR_ATTRIBUTE, "'MyClass' object has no attribute 'zz'");
     RpcValue *t = rt_ones(2, 2);
-    g_assert_null(rpc_object_call_method(a, t, "zz", NULL, NULL, &err));
+    g_assert_null(call_m(a, t, "zz", NULL, NULL, &err));
     assert_error_exact(&err, RPC_ERROR_ATTRIBUTE, "'Tensor' object has no attribute 'zz'");
-    g_assert_null(rpc_object_call_method(a, t, "view", rt_args(rt_str("x"), NULL), NULL, &err));
+    g_assert_null(call_m(a, t, "view", rt_args(rt_str("x"), NULL), NULL, &err));
     rt_assert_error(&err, RPC_ERROR_TYPE, "view(): argument 'size' must be tuple of ints");
-    g_assert_null(rpc_object_call_method(a, t, "view", rt_args(rt_int(3), NULL), NULL, &err));
+    g_assert_null(call_m(a, t, "view", rt_args(rt_int(3), NULL), NULL, &err));
     rt_assert_error(&err, RPC_ERROR_RUNTIME, "shape '[3]' is invalid for input of size 4");
-    g_assert_null(rpc_object_call_method(a, t, "size", rt_args(rt_int(3), NULL), NULL, &err));
+    g_assert_null(call_m(a, t, "size", rt_args(rt_int(3), NULL), NULL, &err));
     rt_assert_error(&err, RPC_ERROR_TYPE, "size() takes 0 positional arguments but 1 was given");
     rpc_value_unref(t);
     RpcValue *i = rt_int(1);
-    g_assert_null(rpc_object_call_method(a, i, "real", NULL, NULL, &err));
+    g_assert_null(call_m(a, i, "real", NULL, NULL, &err));
     assert_error_exact(&err, RPC_ERROR_ATTRIBUTE, "'int' object has no attribute 'real'");
     rpc_value_unref(i);
     /* a static method through an instance; class-level callables' checks */
-    rt_assert_value(rpc_object_call_method(a, obj, "my_static_method", rt_args(rt_int(11), NULL),
+    rt_assert_value(call_m(a, obj, "my_static_method", rt_args(rt_int(11), NULL),
                                            NULL, &err),
                     rpc_value_new_bool(TRUE));
     g_assert_null(rt_sync(ctx, rank, 1, "MyClass.my_instance_method",
@@ -1797,7 +1817,7 @@ body_object_calls(RpcTestCtx *ctx, gint rank)
     g_assert_null(rt_sync(ctx, rank, 1, "MyClass", NULL, UNSET, &err));
     rt_assert_error(&err, RPC_ERROR_TYPE, "__init__() missing 1 required positional argument: 'a'");
     /* an object holding a future cannot travel */
-    RpcValue *ps = rpc_object_construct(a, &rpc_class_my_parameter_server,
+    RpcValue *ps = construct(a, &rpc_class_my_parameter_server,
                                         rt_args(rt_int(1), NULL), NULL, &err);
     RpcFuture *f = rpc_future_new(rt_executor(ctx, rank));
     RpcObject *pso = rpc_value_get_object(ps);
@@ -1861,7 +1881,7 @@ static void
 body_class_not_on_callee(RpcTestCtx *ctx, gint rank)
 {
     GError *err = NULL;
-    RpcValue *obj = rpc_object_construct(rt_agent(ctx, rank), &only_here, NULL, NULL, &err);
+    RpcValue *obj = construct(rt_agent(ctx, rank), &only_here, NULL, NULL, &err);
     g_assert_no_error(err);
     g_assert_null(rt_sync(ctx, rank, 1, "identity", rt_args(obj, NULL), UNSET, &err));
     assert_error_exact(&err, RPC_ERROR_RUNTIME,
@@ -2479,6 +2499,8 @@ sweep_run(Sweep *sw, guint64 seed, guint *lossy_forks)
 {
     RpcTestOptions o = {.seed = seed, .rpc_timeout = 2 * RPC_S};
     RpcTestCtx *ctx = rt_new(&o);
+    if (g_getenv("RREF_SWEEP_TRACE") != NULL)
+        sim_trace_write_to(sim_kernel_trace(ctx->k), stderr);
     sweep_reset(sw, seed, ctx->n);
     sim_trace_add_sink(sim_kernel_trace(ctx->k), sweep_sink, sw, NULL);
     Prng rng = {seed};
@@ -2532,13 +2554,16 @@ test_sweep(void)
     guint n_seeds = valgrind ? 100 : 1000;
     Sweep sw = {0};
     guint with_lost = 0, lost_total = 0;
-    for (guint64 seed = 1; seed <= n_seeds; seed++) {
+    guint64 first = 1;
+    if (g_getenv("RREF_SWEEP_SEED") != NULL) /* replay one seed */
+        first = n_seeds = g_ascii_strtoull(g_getenv("RREF_SWEEP_SEED"), NULL, 10);
+    for (guint64 seed = first; seed <= n_seeds; seed++) {
         guint lost = 0;
         guint64 fp = sweep_run(&sw, seed, &lost);
         with_lost += lost > 0;
         lost_total += lost;
-        /* determinism: every 10th seed twice */
-        if (seed % 10 == 0) {
+        /* determinism: every seed twice */
+        {
             guint again_lost = 0;
             guint64 again = sweep_run(&sw, seed, &again_lost);
             if (again != fp || again_lost != lost)
