@@ -4,19 +4,16 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* clang-format off */
 G_DEFINE_QUARK(rpc-error-quark, rpc_error)
+/* clang-format on */
 
 static const char *const kind_names[RPC_ERROR_N_KINDS] = {
-    [RPC_ERROR_RUNTIME] = "RuntimeError",
-    [RPC_ERROR_VALUE] = "ValueError",
-    [RPC_ERROR_TYPE] = "TypeError",
-    [RPC_ERROR_ATTRIBUTE] = "AttributeError",
-    [RPC_ERROR_ASSERTION] = "AssertionError",
-    [RPC_ERROR_KEY] = "KeyError",
-    [RPC_ERROR_INDEX] = "IndexError",
-    [RPC_ERROR_NOT_IMPLEMENTED] = "NotImplementedError",
-    [RPC_ERROR_EXCEPTION] = "Exception",
-    [RPC_ERROR_USER] = "UserError",
+    [RPC_ERROR_RUNTIME] = "RuntimeError",     [RPC_ERROR_VALUE] = "ValueError",
+    [RPC_ERROR_TYPE] = "TypeError",           [RPC_ERROR_ATTRIBUTE] = "AttributeError",
+    [RPC_ERROR_ASSERTION] = "AssertionError", [RPC_ERROR_KEY] = "KeyError",
+    [RPC_ERROR_INDEX] = "IndexError",         [RPC_ERROR_NOT_IMPLEMENTED] = "NotImplementedError",
+    [RPC_ERROR_EXCEPTION] = "Exception",      [RPC_ERROR_USER] = "UserError",
 };
 
 const char *

@@ -18,16 +18,16 @@ G_BEGIN_DECLS
 GQuark rpc_error_quark(void);
 
 typedef enum {
-    RPC_ERROR_RUNTIME = 0,    /* RuntimeError: infrastructure, timeouts, … */
-    RPC_ERROR_VALUE,          /* ValueError */
-    RPC_ERROR_TYPE,           /* TypeError */
-    RPC_ERROR_ATTRIBUTE,      /* AttributeError */
-    RPC_ERROR_ASSERTION,      /* AssertionError */
-    RPC_ERROR_KEY,            /* KeyError */
-    RPC_ERROR_INDEX,          /* IndexError */
-    RPC_ERROR_NOT_IMPLEMENTED,/* NotImplementedError */
-    RPC_ERROR_EXCEPTION,      /* plain Exception */
-    RPC_ERROR_USER,           /* a user-defined kind; its name travels in RpcValue */
+    RPC_ERROR_RUNTIME = 0,     /* RuntimeError: infrastructure, timeouts, … */
+    RPC_ERROR_VALUE,           /* ValueError */
+    RPC_ERROR_TYPE,            /* TypeError */
+    RPC_ERROR_ATTRIBUTE,       /* AttributeError */
+    RPC_ERROR_ASSERTION,       /* AssertionError */
+    RPC_ERROR_KEY,             /* KeyError */
+    RPC_ERROR_INDEX,           /* IndexError */
+    RPC_ERROR_NOT_IMPLEMENTED, /* NotImplementedError */
+    RPC_ERROR_EXCEPTION,       /* plain Exception */
+    RPC_ERROR_USER,            /* a user-defined kind; its name travels in RpcValue */
     RPC_ERROR_N_KINDS
 } RpcErrorKind;
 

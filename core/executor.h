@@ -26,10 +26,10 @@
 G_BEGIN_DECLS
 
 typedef gint64 RpcTime; /* nanoseconds */
-#define RPC_NS ((RpcTime)1)
-#define RPC_US ((RpcTime)1000)
-#define RPC_MS ((RpcTime)1000000)
-#define RPC_S ((RpcTime)1000000000)
+#define RPC_NS         ((RpcTime)1)
+#define RPC_US         ((RpcTime)1000)
+#define RPC_MS         ((RpcTime)1000000)
+#define RPC_S          ((RpcTime)1000000000)
 #define RPC_TIME_NEVER G_MAXINT64
 
 typedef struct RpcFuture RpcFuture;

@@ -241,8 +241,9 @@ rpc_future_set_exception(RpcFuture *f, RpcValue *e, GError **error)
     g_return_val_if_fail(f != NULL && e != NULL, FALSE);
     if (rpc_value_type(e) != RPC_VALUE_ERROR) {
         char *r = rpc_value_repr(e);
-        g_set_error(error, RPC_ERROR, RPC_ERROR_ASSERTION, "%s is of type <class '%s'>, not an Exception.",
-                    r, rpc_value_type_name(rpc_value_type(e)));
+        g_set_error(error, RPC_ERROR, RPC_ERROR_ASSERTION,
+                    "%s is of type <class '%s'>, not an Exception.", r,
+                    rpc_value_type_name(rpc_value_type(e)));
         g_free(r);
         rpc_value_unref(e);
         return FALSE;
@@ -341,8 +342,7 @@ add_callback(RpcFuture *f, Callback *cb)
 }
 
 RpcFuture *
-rpc_future_then(RpcFuture *f, RpcThenFunc fn, gpointer data, GDestroyNotify destroy,
-                GError **error)
+rpc_future_then(RpcFuture *f, RpcThenFunc fn, gpointer data, GDestroyNotify destroy, GError **error)
 {
     g_return_val_if_fail(f != NULL, NULL);
     if (fn == NULL) {
@@ -419,8 +419,8 @@ collect_on_done(RpcFuture *f, gpointer data, GError **error)
     c->slots[s->index] = rpc_future_ref(f);
     if (f->error != NULL) {
         if (!rpc_future_fail_if_needed(c->result, rpc_value_ref(f->error))) {
-            char *text = g_strconcat(RPC_FUTURE_MSG_SKIP_ERROR,
-                                     rpc_value_error_message(f->error), NULL);
+            char *text =
+                g_strconcat(RPC_FUTURE_MSG_SKIP_ERROR, rpc_value_error_message(f->error), NULL);
             log_ignored_error(f, text);
             g_free(text);
         }

@@ -29,8 +29,8 @@ G_BEGIN_DECLS
 #define RPC_FUTURE_MSG_COMPLETED_TWICE                                                             \
     "Attempting to mark a completed Future as complete again. Note that a Future can only be "     \
     "marked completed once."
-#define RPC_FUTURE_MSG_CALLBACK_ERROR "Got the following error when running the callback: "
-#define RPC_FUTURE_MSG_NONE_IN_LIST "Future can't be None"
+#define RPC_FUTURE_MSG_CALLBACK_ERROR    "Got the following error when running the callback: "
+#define RPC_FUTURE_MSG_NONE_IN_LIST      "Future can't be None"
 #define RPC_FUTURE_MSG_INCOMPATIBLE_ARGS "incompatible function arguments."
 #define RPC_FUTURE_MSG_SKIP_ERROR                                                                  \
     "Skipping setting following error on the Future since it is already marked completed (this "   \
@@ -73,8 +73,8 @@ gboolean rpc_future_set_gerror(RpcFuture *f, const GError *e, GError **error);
 /* The tolerant variants RPC internals use when several sources race
  * (response, timeout, pipe error): the first completes, later ones are
  * dropped.  Return TRUE if this call completed the future. */
-gboolean rpc_future_complete_if_needed(RpcFuture *f, RpcValue *v);      /* takes v */
-gboolean rpc_future_fail_if_needed(RpcFuture *f, RpcValue *err);        /* takes err */
+gboolean rpc_future_complete_if_needed(RpcFuture *f, RpcValue *v); /* takes v */
+gboolean rpc_future_fail_if_needed(RpcFuture *f, RpcValue *err);   /* takes err */
 
 /* wait(): blocks until complete; returns the value (transfer full) or NULL and
  * the stored error — the same kind and message on every call. */
@@ -101,8 +101,7 @@ gboolean rpc_future_add_done_callback(RpcFuture *f, RpcDoneFunc cb, gpointer dat
  * error as soon as one fails.  A NULL element: RuntimeError
  * RPC_FUTURE_MSG_NONE_IN_LIST.  The result uses ex (nullable) or the first
  * input's executor. */
-RpcFuture *rpc_future_collect_all(RpcExecutor *ex, RpcFuture *const *futs, guint n,
-                                  GError **error);
+RpcFuture *rpc_future_collect_all(RpcExecutor *ex, RpcFuture *const *futs, guint n, GError **error);
 /* wait_all(futs): the list of values in input order (transfer full), or the
  * first error as soon as it occurs, without waiting for the others. */
 RpcValue *rpc_future_wait_all(RpcExecutor *ex, RpcFuture *const *futs, guint n, GError **error);

@@ -57,12 +57,12 @@ static RpcValue true_value = {-1, RPC_VALUE_BOOL, {.b = TRUE}};
 static RpcValue false_value = {-1, RPC_VALUE_BOOL, {.b = FALSE}};
 
 static const char *const type_names[RPC_VALUE_N_TYPES] = {
-    [RPC_VALUE_NONE] = "NoneType",      [RPC_VALUE_BOOL] = "bool",
-    [RPC_VALUE_INT] = "int",            [RPC_VALUE_DOUBLE] = "float",
-    [RPC_VALUE_STRING] = "str",         [RPC_VALUE_BYTES] = "bytes",
-    [RPC_VALUE_LIST] = "list",          [RPC_VALUE_DICT] = "dict",
-    [RPC_VALUE_TENSOR] = "Tensor",      [RPC_VALUE_WORKER_INFO] = "WorkerInfo",
-    [RPC_VALUE_ERROR] = "Exception",    [RPC_VALUE_FUTURE] = "Future",
+    [RPC_VALUE_NONE] = "NoneType",   [RPC_VALUE_BOOL] = "bool",
+    [RPC_VALUE_INT] = "int",         [RPC_VALUE_DOUBLE] = "float",
+    [RPC_VALUE_STRING] = "str",      [RPC_VALUE_BYTES] = "bytes",
+    [RPC_VALUE_LIST] = "list",       [RPC_VALUE_DICT] = "dict",
+    [RPC_VALUE_TENSOR] = "Tensor",   [RPC_VALUE_WORKER_INFO] = "WorkerInfo",
+    [RPC_VALUE_ERROR] = "Exception", [RPC_VALUE_FUTURE] = "Future",
     [RPC_VALUE_OPAQUE] = "object",
 };
 
@@ -306,8 +306,7 @@ rpc_value_is_none(const RpcValue *v)
     return v != NULL && v->type == RPC_VALUE_NONE;
 }
 
-#define CHECK_TYPE(v, t, ret)                                                                      \
-    g_return_val_if_fail((v) != NULL && (v)->type == (t), ret)
+#define CHECK_TYPE(v, t, ret) g_return_val_if_fail((v) != NULL && (v)->type == (t), ret)
 
 gboolean
 rpc_value_get_bool(const RpcValue *v)
@@ -572,8 +571,7 @@ rpc_value_equal(const RpcValue *a, const RpcValue *b)
         return rpc_tensor_dtype(a->u.tensor) == rpc_tensor_dtype(b->u.tensor) &&
                rpc_tensor_equal(a->u.tensor, b->u.tensor);
     case RPC_VALUE_WORKER_INFO:
-        return a->u.worker.id == b->u.worker.id &&
-               strcmp(a->u.worker.name, b->u.worker.name) == 0;
+        return a->u.worker.id == b->u.worker.id && strcmp(a->u.worker.name, b->u.worker.name) == 0;
     case RPC_VALUE_ERROR:
         return a->u.error.kind == b->u.error.kind &&
                strcmp(a->u.error.kind_name, b->u.error.kind_name) == 0 &&
@@ -708,8 +706,7 @@ repr_into(GString *out, const RpcValue *v)
         break;
     }
     case RPC_VALUE_WORKER_INFO:
-        g_string_append_printf(out, "WorkerInfo(id=%d, name=%s)", v->u.worker.id,
-                               v->u.worker.name);
+        g_string_append_printf(out, "WorkerInfo(id=%d, name=%s)", v->u.worker.id, v->u.worker.name);
         break;
     case RPC_VALUE_ERROR:
         g_string_append_printf(out, "%s(", v->u.error.kind_name);

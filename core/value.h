@@ -38,8 +38,8 @@ typedef enum {
     RPC_VALUE_TENSOR,
     RPC_VALUE_WORKER_INFO,
     RPC_VALUE_ERROR,
-    RPC_VALUE_FUTURE,  /* local only: never serialized */
-    RPC_VALUE_OPAQUE,  /* local only: a C object with a type name (RRefs, user objects) */
+    RPC_VALUE_FUTURE, /* local only: never serialized */
+    RPC_VALUE_OPAQUE, /* local only: a C object with a type name (RRefs, user objects) */
     RPC_VALUE_N_TYPES
 } RpcValueType;
 
@@ -48,7 +48,7 @@ typedef struct RpcOpaqueType {
     const char *name; /* "RRef", "MyClass", … */
     gpointer (*ref)(gpointer obj);
     void (*unref)(gpointer obj);
-    char *(*repr)(gconstpointer obj); /* (transfer full), may be NULL */
+    char *(*repr)(gconstpointer obj);                    /* (transfer full), may be NULL */
     gboolean (*equal)(gconstpointer a, gconstpointer b); /* NULL: identity */
 } RpcOpaqueType;
 
@@ -65,12 +65,12 @@ RpcValue *rpc_value_new_string_take(char *s);
 RpcValue *rpc_value_new_bytes(const guint8 *data, gsize len);
 RpcValue *rpc_value_new_list(void);
 RpcValue *rpc_value_new_dict(void);
-RpcValue *rpc_value_new_tensor(RpcTensor *t);         /* takes t */
+RpcValue *rpc_value_new_tensor(RpcTensor *t); /* takes t */
 RpcValue *rpc_value_new_worker_info(const char *name, gint id);
 RpcValue *rpc_value_new_error(RpcErrorKind kind, const char *message);
 RpcValue *rpc_value_new_error_user(const char *kind_name, const char *message);
 RpcValue *rpc_value_new_error_from_gerror(const GError *error);
-RpcValue *rpc_value_new_future(RpcFuture *f);          /* takes a reference */
+RpcValue *rpc_value_new_future(RpcFuture *f);                            /* takes a reference */
 RpcValue *rpc_value_new_opaque(const RpcOpaqueType *type, gpointer obj); /* takes obj */
 
 RpcValueType rpc_value_type(const RpcValue *v);
@@ -84,7 +84,8 @@ const char *rpc_value_get_string(const RpcValue *v);
 const guint8 *rpc_value_get_bytes(const RpcValue *v, gsize *len);
 RpcTensor *rpc_value_get_tensor(const RpcValue *v);
 RpcFuture *rpc_value_get_future(const RpcValue *v);
-gpointer rpc_value_get_opaque(const RpcValue *v, const RpcOpaqueType *type); /* NULL if other type */
+gpointer rpc_value_get_opaque(const RpcValue *v,
+                              const RpcOpaqueType *type); /* NULL if other type */
 const RpcOpaqueType *rpc_value_opaque_type(const RpcValue *v);
 
 /* Worker info: "WorkerInfo(id=<id>, name=<name>)". */
@@ -98,7 +99,7 @@ RpcValue *rpc_value_list_get(const RpcValue *list, guint i);
 
 /* Dicts with string keys, insertion-ordered. Setting an existing key replaces. */
 void rpc_value_dict_set(RpcValue *dict, const char *key, RpcValue *item); /* takes item */
-RpcValue *rpc_value_dict_get(const RpcValue *dict, const char *key); /* NULL if absent */
+RpcValue *rpc_value_dict_get(const RpcValue *dict, const char *key);      /* NULL if absent */
 guint rpc_value_dict_len(const RpcValue *dict);
 const char *rpc_value_dict_key_at(const RpcValue *dict, guint i);
 RpcValue *rpc_value_dict_value_at(const RpcValue *dict, guint i);

@@ -10,12 +10,12 @@ G_BEGIN_DECLS
 GQuark sim_error_quark(void);
 
 typedef enum {
-    SIM_ERROR_DEADLOCK,  /* the event queue drained while a wait was outstanding */
-    SIM_ERROR_TEARDOWN,  /* the world was torn down while a thread was blocked */
-    SIM_ERROR_PARSE,     /* a malformed scenario file */
-    SIM_ERROR_INVALID,   /* an invalid configuration value */
-    SIM_ERROR_IO,        /* a file could not be read or written */
-    SIM_ERROR_FAILED,    /* an expectation of a scenario did not hold */
+    SIM_ERROR_DEADLOCK, /* the event queue drained while a wait was outstanding */
+    SIM_ERROR_TEARDOWN, /* the world was torn down while a thread was blocked */
+    SIM_ERROR_PARSE,    /* a malformed scenario file */
+    SIM_ERROR_INVALID,  /* an invalid configuration value */
+    SIM_ERROR_IO,       /* a file could not be read or written */
+    SIM_ERROR_FAILED,   /* an expectation of a scenario did not hold */
 } SimErrorCode;
 
 G_END_DECLS

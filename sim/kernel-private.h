@@ -13,10 +13,10 @@ struct SimKernel {
     SimTrace *trace;
     guint64 events_run;
     gboolean stop;
-    SimCoro *main_coro;      /* the OS thread's own context */
-    SimThread *current;      /* running virtual thread, NULL in the scheduler */
-    GPtrArray *pools;        /* SimThreadPool*, in creation order (not owned) */
-    guint blocked;           /* threads blocked right now, all pools */
+    SimCoro *main_coro; /* the OS thread's own context */
+    SimThread *current; /* running virtual thread, NULL in the scheduler */
+    GPtrArray *pools;   /* SimThreadPool*, in creation order (not owned) */
+    guint blocked;      /* threads blocked right now, all pools */
 };
 
 /* vthread.c: appends one pool's part of the deadlock report. */

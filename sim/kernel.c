@@ -9,7 +9,9 @@
 
 #include "sim/error.h"
 
+/* clang-format off */
 G_DEFINE_QUARK(sim-error-quark, sim_error)
+/* clang-format on */
 
 SimKernel *
 sim_kernel_new(guint64 seed)

@@ -26,10 +26,10 @@ G_BEGIN_DECLS
 typedef struct SimKernel SimKernel;
 
 typedef enum {
-    SIM_RUN_IDLE = 0,  /* queue empty, nothing blocked */
-    SIM_RUN_DEADLOCK,  /* queue empty, threads blocked or tasks queued */
-    SIM_RUN_TIME_LIMIT,/* run_until() reached its limit with events left */
-    SIM_RUN_STOPPED,   /* sim_kernel_stop() was called */
+    SIM_RUN_IDLE = 0,   /* queue empty, nothing blocked */
+    SIM_RUN_DEADLOCK,   /* queue empty, threads blocked or tasks queued */
+    SIM_RUN_TIME_LIMIT, /* run_until() reached its limit with events left */
+    SIM_RUN_STOPPED,    /* sim_kernel_stop() was called */
 } SimRunResult;
 
 SimKernel *sim_kernel_new(guint64 seed);
@@ -69,8 +69,8 @@ guint sim_kernel_blocked_threads(const SimKernel *k);
 char *sim_kernel_deadlock_report(const SimKernel *k);
 
 /* Emits a trace record stamped with the current time and thread. */
-void sim_kernel_trace_emit(SimKernel *k, gint worker, const SimTraceKind *kind, gint64 a,
-                           gint64 b, gint64 c, const char *detail);
+void sim_kernel_trace_emit(SimKernel *k, gint worker, const SimTraceKind *kind, gint64 a, gint64 b,
+                           gint64 c, const char *detail);
 
 G_END_DECLS
 

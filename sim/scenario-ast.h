@@ -43,9 +43,18 @@ typedef enum {
 } ScExprKind;
 
 typedef enum {
-    SC_OP_ADD, SC_OP_SUB, SC_OP_MUL, SC_OP_DIV,
-    SC_OP_EQ, SC_OP_NE, SC_OP_LT, SC_OP_LE, SC_OP_GT, SC_OP_GE,
-    SC_OP_AND, SC_OP_OR,
+    SC_OP_ADD,
+    SC_OP_SUB,
+    SC_OP_MUL,
+    SC_OP_DIV,
+    SC_OP_EQ,
+    SC_OP_NE,
+    SC_OP_LT,
+    SC_OP_LE,
+    SC_OP_GT,
+    SC_OP_GE,
+    SC_OP_AND,
+    SC_OP_OR,
 } ScBinOp;
 
 /* What an SC_EXPR_NAME refers to, decided by the checker. */
@@ -62,7 +71,7 @@ typedef enum {
 typedef struct ScExpr ScExpr;
 
 typedef struct {
-    char *name;     /* the keyword */
+    char *name; /* the keyword */
     ScExpr *value;
 } ScKwarg;
 
@@ -81,8 +90,8 @@ struct ScExpr {
         } name;
         GPtrArray *items; /* ScExpr* */
         struct {
-            ScExpr *target; /* SC_EXPR_METHOD only */
-            char *name;     /* function or method name */
+            ScExpr *target;    /* SC_EXPR_METHOD only */
+            char *name;        /* function or method name */
             GPtrArray *args;   /* ScExpr* */
             GPtrArray *kwargs; /* ScKwarg* */
         } call;
@@ -102,19 +111,21 @@ typedef enum {
     SC_STMT_EXPECT,       /* expect expr (must be true)    u.expr */
     SC_STMT_EXPECT_ERROR, /* expect error expr [kind K] [contains "s"]   u.experr */
     SC_STMT_REPEAT,       /* repeat N [as i] { … }         u.repeat */
-    SC_STMT_PARALLEL,     /* parallel { {…} {…} … }: each block on its own thread, all joined   u.blocks */
-    SC_STMT_PRINT,        /* print expr                    u.expr */
-    SC_STMT_SET_TIMEOUT,  /* set_rpc_timeout DURATION      u.expr */
-    SC_STMT_SHUTDOWN,     /* shutdown [graceful|now] [timeout=D]   u.shutdown */
-    SC_STMT_BARRIER,      /* barrier [w1, w2, …]           u.workers (empty: all) */
-    SC_STMT_ACTION,       /* crash w / restart w / pause w / resume w / partition … / heal …   u.action */
-    SC_STMT_UNREGISTER,   /* unregister FUNC: this worker no longer has FUNC (case 22)   u.expr, a string */
+    SC_STMT_PARALLEL, /* parallel { {…} {…} … }: each block on its own thread, all joined   u.blocks
+                       */
+    SC_STMT_PRINT,       /* print expr                    u.expr */
+    SC_STMT_SET_TIMEOUT, /* set_rpc_timeout DURATION      u.expr */
+    SC_STMT_SHUTDOWN,    /* shutdown [graceful|now] [timeout=D]   u.shutdown */
+    SC_STMT_BARRIER,     /* barrier [w1, w2, …]           u.workers (empty: all) */
+    SC_STMT_ACTION, /* crash w / restart w / pause w / resume w / partition … / heal …   u.action */
+    SC_STMT_UNREGISTER, /* unregister FUNC: this worker no longer has FUNC (case 22)   u.expr, a
+                           string */
 } ScStmtKind;
 
 typedef enum {
     SC_ACT_CRASH,
     SC_ACT_RESTART,
-    SC_ACT_PAUSE,     /* duration > 0: resume after it */
+    SC_ACT_PAUSE, /* duration > 0: resume after it */
     SC_ACT_RESUME,
     SC_ACT_PARTITION, /* a, b; one_way */
     SC_ACT_HEAL,      /* a, b; one_way; a < 0: heal everything */
@@ -146,7 +157,7 @@ struct ScStmt {
         } experr;
         struct {
             ScExpr *count;
-            char *var; /* nullable: loop variable, 0-based */
+            char *var;       /* nullable: loop variable, 0-based */
             GPtrArray *body; /* ScStmt* */
         } repeat;
         GPtrArray *blocks; /* GPtrArray* of ScStmt* (one per concurrent block) */
@@ -163,8 +174,8 @@ struct ScStmt {
 
 typedef struct {
     ScLoc loc;
-    GArray *workers;  /* gint ids this program runs on */
-    GPtrArray *body;  /* ScStmt* */
+    GArray *workers; /* gint ids this program runs on */
+    GPtrArray *body; /* ScStmt* */
 } ScProgram;
 
 typedef enum {
@@ -175,10 +186,10 @@ typedef enum {
 typedef struct {
     ScLoc loc;
     ScTriggerKind trigger;
-    SimTime at;          /* SC_TRIGGER_AT */
-    guint count;         /* SC_TRIGGER_AFTER */
-    char *trace_kind;    /* SC_TRIGGER_AFTER: e.g. "rpc.serve" */
-    gint on_worker;      /* SC_TRIGGER_AFTER: -1 = any */
+    SimTime at;       /* SC_TRIGGER_AT */
+    guint count;      /* SC_TRIGGER_AFTER */
+    char *trace_kind; /* SC_TRIGGER_AFTER: e.g. "rpc.serve" */
+    gint on_worker;   /* SC_TRIGGER_AFTER: -1 = any */
     ScAction action;
 } ScTimedFault;
 
@@ -186,10 +197,10 @@ typedef struct {
 typedef struct {
     ScLoc loc;
     gboolean is_delay;
-    GPtrArray *types;  /* char* message type names (PyTorch's) */
-    guint times;       /* fail: num_fail_sends (default 3) */
-    SimTime delay;     /* delay */
-    gint from_worker;  /* -1: every worker */
+    GPtrArray *types; /* char* message type names (PyTorch's) */
+    guint times;      /* fail: num_fail_sends (default 3) */
+    SimTime delay;    /* delay */
+    gint from_worker; /* -1: every worker */
 } ScAgentFault;
 
 /* One link override: link A -> B { … } (A/B may be -1 for "any").  A <-> B
@@ -230,8 +241,8 @@ typedef enum {
 typedef struct {
     ScLoc loc;
     ScEndKind kind;
-    gint worker;  /* SC_END_COUNTER */
-    char *name;   /* counter name / fired kind / text */
+    gint worker; /* SC_END_COUNTER */
+    char *name;  /* counter name / fired kind / text */
     ScCmp cmp;
     gint64 value; /* int, or ns for SC_END_TIME */
 } ScEndExpect;
@@ -247,17 +258,17 @@ typedef struct ScScenario {
     guint64 seed;        /* default seed */
     gboolean seed_set;
     gboolean auto_shutdown; /* graceful shutdown after each program (default TRUE) */
-    SimTime time_limit;  /* run at most this much virtual time (default 1 hour) */
+    SimTime time_limit;     /* run at most this much virtual time (default 1 hour) */
     /* network { … } */
     SimLinkConfig net_default;
-    GPtrArray *links;       /* ScLinkOverride* */
+    GPtrArray *links; /* ScLinkOverride* */
     /* faults { … } */
     GPtrArray *agent_faults; /* ScAgentFault* */
     GPtrArray *timed_faults; /* ScTimedFault* */
     /* on … { … } */
-    GPtrArray *programs;     /* ScProgram* */
+    GPtrArray *programs; /* ScProgram* */
     /* expect { … } */
-    GPtrArray *expects;      /* ScEndExpect* */
+    GPtrArray *expects; /* ScEndExpect* */
 } ScScenario;
 
 G_END_DECLS

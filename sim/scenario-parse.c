@@ -66,10 +66,9 @@ static const Arity builtins[] = {
 
 /* Same order as builtins[]. */
 static const char *const builtin_names[] = {
-    "rpc_sync",    "rpc_async",   "wait",    "wait_all", "collect_all", "ones",
-    "zeros",       "full",        "tensor",  "len",      "now",         "worker_id",
-    "worker_name", "worker_info", "counter", "future",   "str",         "remote",
-    "rref",        NULL,
+    "rpc_sync", "rpc_async", "wait", "wait_all", "collect_all", "ones",        "zeros",
+    "full",     "tensor",    "len",  "now",      "worker_id",   "worker_name", "worker_info",
+    "counter",  "future",    "str",  "remote",   "rref",        NULL,
 };
 
 static const Arity methods[] = {
@@ -164,10 +163,9 @@ static const char *const action_names[] = {"crash",     "restart", "pause", "res
                                            "partition", "heal",    NULL};
 
 static const char *const stmt_keywords[] = {
-    "sleep",           "expect",   "repeat",    "parallel", "print",
-    "set_rpc_timeout", "shutdown", "barrier",   "crash",    "restart",
-    "pause",           "resume",   "partition", "heal",     "unregister",
-    NULL,
+    "sleep",     "expect",  "repeat",     "parallel", "print", "set_rpc_timeout",
+    "shutdown",  "barrier", "crash",      "restart",  "pause", "resume",
+    "partition", "heal",    "unregister", NULL,
 };
 
 static const char *const expr_keywords[] = {"None", "True", "False", "and", "or", "not", NULL};

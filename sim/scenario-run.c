@@ -39,9 +39,9 @@ struct Run {
     const ScScenario *sc;
     SimWorld *w;
     SimKernel *k;
-    GPtrArray *failures;   /* char* */
-    GPtrArray *futures;    /* RpcFuture* made by programs, for futures_resolved */
-    GPtrArray *triggers;   /* Trigger* */
+    GPtrArray *failures; /* char* */
+    GPtrArray *futures;  /* RpcFuture* made by programs, for futures_resolved */
+    GPtrArray *triggers; /* Trigger* */
     FILE *log_out;
     gboolean tearing_down;
     guint64 crashes, restarts, pauses, partitions;
@@ -80,8 +80,7 @@ sim_run_report_free(SimRunReport *r)
 
 /* --- failures ------------------------------------------------------------- */
 
-static void
-fail_at(Run *run, ScLoc loc, gint worker, const char *fmt, ...) G_GNUC_PRINTF(4, 5);
+static void fail_at(Run *run, ScLoc loc, gint worker, const char *fmt, ...) G_GNUC_PRINTF(4, 5);
 
 static void
 fail_at(Run *run, ScLoc loc, gint worker, const char *fmt, ...)
@@ -90,10 +89,10 @@ fail_at(Run *run, ScLoc loc, gint worker, const char *fmt, ...)
     va_start(ap, fmt);
     char *msg = g_strdup_vprintf(fmt, ap);
     va_end(ap);
-    char *line = worker >= 0 ? g_strdup_printf("%s:%u:%u: %s: %s", run->sc->path, loc.line,
-                                               loc.col, sim_world_worker_name(run->w, worker), msg)
-                             : g_strdup_printf("%s:%u:%u: %s", run->sc->path, loc.line, loc.col,
-                                               msg);
+    char *line = worker >= 0
+                     ? g_strdup_printf("%s:%u:%u: %s: %s", run->sc->path, loc.line, loc.col,
+                                       sim_world_worker_name(run->w, worker), msg)
+                     : g_strdup_printf("%s:%u:%u: %s", run->sc->path, loc.line, loc.col, msg);
     sim_kernel_trace_emit(run->k, worker, &tk_fail, loc.line, loc.col, 0, msg);
     g_ptr_array_add(run->failures, line);
     g_free(msg);
@@ -133,8 +132,8 @@ env_new(Run *run, guint worker)
     e->refcount = 1;
     e->run = run;
     e->worker = worker;
-    e->env = g_hash_table_new_full(g_str_hash, g_str_equal, g_free,
-                                   (GDestroyNotify)rpc_value_unref);
+    e->env =
+        g_hash_table_new_full(g_str_hash, g_str_equal, g_free, (GDestroyNotify)rpc_value_unref);
     return e;
 }
 
@@ -532,8 +531,8 @@ eval_call(Env *env, const ScExpr *e, GError **error)
         } else if (n[0] == 'w') {
             r = rpc_future_wait_all(ex_of(env), (RpcFuture **)futs->pdata, futs->len, error);
         } else {
-            RpcFuture *all = rpc_future_collect_all(ex_of(env), (RpcFuture **)futs->pdata,
-                                                    futs->len, error);
+            RpcFuture *all =
+                rpc_future_collect_all(ex_of(env), (RpcFuture **)futs->pdata, futs->len, error);
             r = all ? track_future(env, all) : NULL;
         }
         g_ptr_array_unref(futs);
@@ -736,10 +735,10 @@ eval_method(Env *env, const ScExpr *e, GError **error)
             goto out;
         guint np = rpc_value_list_len(parts);
         const RpcValue *msg = rpc_value_list_get(parts, np - 1);
-        const char *kind = np > 1 && rpc_value_type(rpc_value_list_get(parts, 0)) ==
-                                         RPC_VALUE_STRING
-                               ? rpc_value_get_string(rpc_value_list_get(parts, 0))
-                               : "RuntimeError";
+        const char *kind =
+            np > 1 && rpc_value_type(rpc_value_list_get(parts, 0)) == RPC_VALUE_STRING
+                ? rpc_value_get_string(rpc_value_list_get(parts, 0))
+                : "RuntimeError";
         if (rpc_value_type(msg) != RPC_VALUE_STRING) {
             g_set_error_literal(error, RPC_ERROR, RPC_ERROR_TYPE,
                                 "set_exception() takes a message string");
@@ -749,8 +748,8 @@ eval_method(Env *env, const ScExpr *e, GError **error)
         }
         rpc_value_unref(parts);
     } else {
-        g_set_error(error, RPC_ERROR, RPC_ERROR_ATTRIBUTE,
-                    "'Future' object has no attribute '%s'", m);
+        g_set_error(error, RPC_ERROR, RPC_ERROR_ATTRIBUTE, "'Future' object has no attribute '%s'",
+                    m);
     }
 out:
     rpc_value_unref(target);
@@ -849,8 +848,8 @@ eval(Env *env, const ScExpr *e, GError **error)
         case SC_REF_VAR: {
             RpcValue *v = g_hash_table_lookup(env->env, e->u.name.name);
             if (v == NULL) {
-                g_set_error(error, RPC_ERROR, RPC_ERROR_RUNTIME,
-                            "variable '%s' has no value yet", e->u.name.name);
+                g_set_error(error, RPC_ERROR, RPC_ERROR_RUNTIME, "variable '%s' has no value yet",
+                            e->u.name.name);
                 return NULL;
             }
             return rpc_value_ref(v);
@@ -1191,8 +1190,8 @@ exec_stmt(Env *env, const ScStmt *s)
             g_ptr_array_add(names, (gpointer)sim_world_worker_name(
                                        run->w, g_array_index(s->u.workers, gint, i)));
         g_ptr_array_add(names, NULL);
-        gboolean ok = rpc_agent_barrier(a, s->u.workers->len ? (const char *const *)names->pdata
-                                                             : NULL);
+        gboolean ok =
+            rpc_agent_barrier(a, s->u.workers->len ? (const char *const *)names->pdata : NULL);
         g_ptr_array_unref(names);
         if (!ok) {
             fail_at(run, s->loc, (gint)env->worker, "barrier failed");
@@ -1417,9 +1416,8 @@ fired_count(Run *run, const char *name, const SimWorldStats *ws, const SimNetSta
     return -1;
 }
 
-static const char *const fired_order[] = {"fail",  "delay",     "crash",     "restart",
-                                          "pause", "loss",      "duplicate", "partition",
-                                          "bounce", "reorder"};
+static const char *const fired_order[] = {"fail", "delay",     "crash",     "restart", "pause",
+                                          "loss", "duplicate", "partition", "bounce",  "reorder"};
 
 static gboolean
 trace_contains(Run *run, const char *text)
@@ -1441,8 +1439,8 @@ check_end(Run *run, SimRunReport *rep, SimRunResult result)
     sim_net_get_stats(sim_world_net(run->w), &ns);
     gboolean want_deadlock = FALSE;
     for (guint i = 0; i < sc->expects->len; i++)
-        want_deadlock |= ((ScEndExpect *)g_ptr_array_index(sc->expects, i))->kind ==
-                         SC_END_DEADLOCK;
+        want_deadlock |=
+            ((ScEndExpect *)g_ptr_array_index(sc->expects, i))->kind == SC_END_DEADLOCK;
     ScLoc top = {1, 1};
     if (result == SIM_RUN_DEADLOCK && !want_deadlock)
         fail_at(run, top, -1, "the run deadlocked:\n%s", rep->deadlock ? rep->deadlock : "");
@@ -1459,8 +1457,7 @@ check_end(Run *run, SimRunReport *rep, SimRunResult result)
             break; /* reported above */
         case SC_END_DEADLOCK_CONTAINS:
             if (rep->deadlock == NULL || strstr(rep->deadlock, x->name) == NULL)
-                fail_at(run, x->loc, -1, "expected a deadlock report containing \"%s\"",
-                        x->name);
+                fail_at(run, x->loc, -1, "expected a deadlock report containing \"%s\"", x->name);
             break;
         case SC_END_FUTURES_RESOLVED: {
             guint pending = 0;
@@ -1497,7 +1494,8 @@ check_end(Run *run, SimRunReport *rep, SimRunResult result)
         case SC_END_TIME:
             if (!cmp_holds(x->cmp, rep->end_time, x->value)) {
                 char a[32], b[32];
-                fail_at(run, x->loc, -1, "expected the run to end at time %s %s s, but it ended at %s s",
+                fail_at(run, x->loc, -1,
+                        "expected the run to end at time %s %s s, but it ended at %s s",
                         cmp_text[x->cmp], sim_time_format(x->value, a, sizeof a),
                         sim_time_format(rep->end_time, b, sizeof b));
             }

@@ -38,10 +38,10 @@ const char *const *sim_scenario_fired_names(void);   /* fired … names */
 
 typedef struct SimRunOptions {
     guint64 seed;
-    gboolean keep_lines;   /* keep the text trace in the report (replay, diffing) */
-    FILE *trace_out;       /* nullable: write the trace here as it runs */
+    gboolean keep_lines; /* keep the text trace in the report (replay, diffing) */
+    FILE *trace_out;     /* nullable: write the trace here as it runs */
     SimTraceFormat trace_format;
-    FILE *log_out;         /* nullable: the programs' print output */
+    FILE *log_out; /* nullable: the programs' print output */
 } SimRunOptions;
 
 typedef struct SimRunReport {
@@ -52,11 +52,11 @@ typedef struct SimRunReport {
     guint64 trace_records;
     guint64 fingerprint;
     guint64 messages;
-    guint64 faults_fired;   /* all kinds summed */
-    GPtrArray *fired;       /* char* "fail=3", "delay=2", … in a fixed order */
-    GPtrArray *failures;    /* char* "file:line:col: message", empty when passed */
-    GPtrArray *lines;       /* char* trace lines, when keep_lines */
-    char *deadlock;         /* nullable: the deadlock report */
+    guint64 faults_fired; /* all kinds summed */
+    GPtrArray *fired;     /* char* "fail=3", "delay=2", … in a fixed order */
+    GPtrArray *failures;  /* char* "file:line:col: message", empty when passed */
+    GPtrArray *lines;     /* char* trace lines, when keep_lines */
+    char *deadlock;       /* nullable: the deadlock report */
 } SimRunReport;
 
 void sim_run_options_init(SimRunOptions *opt, guint64 seed);

@@ -77,8 +77,8 @@ sim_store_new(void)
     SimStore *s = g_new0(SimStore, 1);
     s->base.vt = &sim_store_vtable;
     s->values = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
-    s->waiters = g_hash_table_new_full(g_str_hash, g_str_equal, g_free,
-                                       (GDestroyNotify)g_ptr_array_unref);
+    s->waiters =
+        g_hash_table_new_full(g_str_hash, g_str_equal, g_free, (GDestroyNotify)g_ptr_array_unref);
     return s;
 }
 

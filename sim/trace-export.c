@@ -161,10 +161,11 @@ chrome_metadata(SimTraceExport *e, gint pid, guint tid)
         g_snprintf(tname, sizeof tname, "program t%u", tid);
     else
         g_snprintf(tname, sizeof tname, "rpc thread t%u", tid);
-    fprintf(e->f,
-            "{\"ph\":\"M\",\"name\":\"thread_name\",\"pid\":%d,\"tid\":%u,\"args\":{\"name\":\"%s\"}"
-            "}",
-            pid, tid, tname);
+    fprintf(
+        e->f,
+        "{\"ph\":\"M\",\"name\":\"thread_name\",\"pid\":%d,\"tid\":%u,\"args\":{\"name\":\"%s\"}"
+        "}",
+        pid, tid, tname);
 }
 
 /* The common prefix of one event: name, category, phase, time, pid, tid. */

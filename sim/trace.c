@@ -19,7 +19,7 @@
 #include <string.h>
 
 #define FOLD_SEED G_GUINT64_CONSTANT(0xcbf29ce484222325)
-#define FOLD_MUL G_GUINT64_CONSTANT(0xff51afd7ed558ccd)
+#define FOLD_MUL  G_GUINT64_CONSTANT(0xff51afd7ed558ccd)
 
 /* Folded in place of the detail when it is NULL, so that NULL and "" (whose
  * fold is just its length word 0) differ. */

@@ -32,7 +32,7 @@ struct SimThread {
     guint id;
     ThreadState state;
     SimCoro *coro;
-    char *waiting_on;    /* BLOCKED: what for */
+    char *waiting_on; /* BLOCKED: what for */
     SimTime blocked_since;
     Waiter *waiter;      /* BLOCKED: the armed waiter */
     SimEvent *resume_ev; /* WAKING: the pending resume event */
@@ -48,11 +48,11 @@ struct SimThreadPool {
     guint busy;         /* WAKING + RUNNING + BLOCKED threads */
     guint busy_high_water;
     guint blocked;
-    guint starting;     /* threads woken from IDLE that have not yet taken a task */
+    guint starting; /* threads woken from IDLE that have not yet taken a task */
     gboolean closing;
-    guint id_base;      /* thread ids are id_base + 1, id_base + 2, … */
-    gboolean paused;    /* resumes are held (in order) until unpaused */
-    GPtrArray *held;    /* WAKING threads whose resume came while paused */
+    guint id_base;   /* thread ids are id_base + 1, id_base + 2, … */
+    gboolean paused; /* resumes are held (in order) until unpaused */
+    GPtrArray *held; /* WAKING threads whose resume came while paused */
 };
 
 static void thread_main(gpointer arg);
@@ -295,8 +295,8 @@ sim_thread_block_on(SimKernel *k, RpcFuture *fut, GError **error)
                 char now[32];
                 g_set_error(error, SIM_ERROR, SIM_ERROR_DEADLOCK,
                             "deadlock: the event queue drained at t=%s while waiting on %s%s%s",
-                            sim_time_format(k->now, now, sizeof now), what,
-                            report ? "\n" : "", report ? report : "");
+                            sim_time_format(k->now, now, sizeof now), what, report ? "\n" : "",
+                            report ? report : "");
                 g_free(report);
                 return FALSE;
             }
@@ -415,8 +415,8 @@ sim_pool_describe_blocked(const SimThreadPool *pool, GString *out)
         const SimThread *t = g_ptr_array_index(pool->threads, i);
         if (t->state != T_BLOCKED)
             continue;
-        g_string_append_printf(out, "  worker%d/t%u blocked since %s on: %s\n", pool->worker,
-                               t->id, sim_time_format(t->blocked_since, since, sizeof since),
+        g_string_append_printf(out, "  worker%d/t%u blocked since %s on: %s\n", pool->worker, t->id,
+                               sim_time_format(t->blocked_since, since, sizeof since),
                                t->waiting_on);
     }
     if (pool->held->len > 0)

@@ -72,8 +72,7 @@ tr_send(RpcTransport *t, gint from, gint to, const RpcMessage *msg, GBytes *wire
     RpcMessageType type = rpc_message_type(msg);
     gint64 id = rpc_message_id(msg);
     if (sim_faults_check_send(src->faults, type, rpc_message_payload(msg), error)) {
-        sim_kernel_trace_emit(w->k, from, &tk_fault_fail, to, id, 0,
-                              rpc_message_type_name(type));
+        sim_kernel_trace_emit(w->k, from, &tk_fault_fail, to, id, 0, rpc_message_type_name(type));
         return FALSE;
     }
     SimTime delay = sim_faults_delay_for(src->faults, type);
@@ -228,8 +227,7 @@ sim_world_new_full(const SimWorldConfig *cfg)
     SimWorld *w = g_new0(SimWorld, 1);
     w->k = sim_kernel_new(cfg->seed);
     w->n = cfg->n_workers;
-    w->threads = cfg->threads_per_worker ? cfg->threads_per_worker
-                                         : RPC_DEFAULT_NUM_WORKER_THREADS;
+    w->threads = cfg->threads_per_worker ? cfg->threads_per_worker : RPC_DEFAULT_NUM_WORKER_THREADS;
     w->rpc_timeout = cfg->rpc_timeout == RPC_TIMEOUT_UNSET ? RPC_DEFAULT_TIMEOUT : cfg->rpc_timeout;
     w->net = sim_net_new(w->k, w->n, on_deliver, on_bounce, w);
     w->store = sim_store_new();

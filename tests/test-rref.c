@@ -1794,7 +1794,52 @@ body_object_calls(RpcTestCtx *ctx, gint rank)
     rt_assert_error(&err, RPC_ERROR_RUNTIME, "shape '[3]' is invalid for input of size 4");
     g_assert_null(call_m(a, t, "size", rt_args(rt_int(3), NULL), NULL, &err));
     rt_assert_error(&err, RPC_ERROR_TYPE, "size() takes 0 positional arguments but 1 was given");
+    g_assert_null(call_m(a, t, "add", NULL, NULL, &err));
+    assert_error_exact(&err, RPC_ERROR_TYPE, "add() missing 1 required positional argument: 'other'");
+    g_assert_null(call_m(a, t, "sum", rt_args(rt_int(1), NULL), NULL, &err));
+    assert_error_exact(&err, RPC_ERROR_TYPE, "sum() takes 0 positional arguments but 1 was given");
+    g_assert_null(call_m(a, t, "view", NULL, rt_kwargs("x", rt_int(1), NULL), &err));
+    assert_error_exact(&err, RPC_ERROR_TYPE, "view() received an invalid combination of arguments");
     rpc_value_unref(t);
+    /* MyClass's own argument checks */
+    RpcValue *quick = construct(a, &rpc_class_my_class, rt_args(rt_int(1), rt_int(0), NULL), NULL,
+                                &err);
+    g_assert_no_error(err);
+    g_assert_null(call_m(a, quick, "get_value", rt_args(rt_int(1), NULL), NULL, &err));
+    assert_error_exact(&err, RPC_ERROR_TYPE, "get_value() takes 0 positional arguments but 1 was given");
+    g_assert_null(call_m(a, quick, "increment_value", NULL, NULL, &err));
+    rt_assert_error(&err, RPC_ERROR_TYPE, "missing 1 required positional argument: 'increment'");
+    g_assert_null(call_m(a, quick, "my_class_method", rt_args(rt_int(1), NULL), NULL, &err));
+    rt_assert_error(&err, RPC_ERROR_TYPE, "missing 1 required positional argument: 'e'");
+    g_assert_null(call_m(a, quick, "my_slow_method", NULL, NULL, &err));
+    rt_assert_error(&err, RPC_ERROR_TYPE, "missing 1 required positional argument");
+    rt_assert_value(call_m(a, quick, "my_static_method", rt_args(rpc_value_new_bool(TRUE), NULL),
+                           NULL, &err),
+                    rpc_value_new_bool(FALSE));
+    rpc_value_unref(quick);
+    RpcValue *bare = rpc_object_new(&rpc_class_my_class); /* no __init__: no field a */
+    g_assert_null(call_m(a, bare, "increment_value", rt_args(rt_int(1), NULL), NULL, &err));
+    assert_error_exact(&err, RPC_ERROR_ATTRIBUTE, "'MyClass' object has no attribute 'a'");
+    rt_assert_value(call_m(a, bare, "get_value", NULL, NULL, &err), rpc_value_none());
+    rpc_value_unref(bare);
+    RpcValue *aec = construct(a, &rpc_class_async_execution_class, NULL, NULL, &err);
+    g_assert_null(call_m(a, aec, "static_async_add", rt_args(rt_int(1), NULL), NULL, &err));
+    rt_assert_error(&err, RPC_ERROR_TYPE, "static_async_add() missing 3 required positional");
+    g_assert_null(call_m(a, aec, "class_async_add",
+                         rt_args(rt_int(9), rt_int(1), rt_int(1), rt_int(1), NULL), NULL, &err));
+    rt_assert_error(&err, RPC_ERROR_RUNTIME, "could not find destination id 9");
+    g_assert_null(call_m(a, aec, "bound_async_add",
+                         rt_args(rt_int(9), rt_int(1), rt_int(1), rt_int(1), NULL), NULL, &err));
+    rt_assert_error(&err, RPC_ERROR_RUNTIME, "could not find destination id 9");
+    /* an async add whose add fails: the error reaches the returned future */
+    RpcValue *fv = call_m(a, aec, "class_async_add",
+                          rt_args(rt_int(1), rt_ones1(10), rt_ones1(5), rt_int(1), NULL), NULL,
+                          &err);
+    g_assert_no_error(err);
+    rt_assert_wait_error(rpc_future_ref(rpc_value_get_future(fv)), RPC_ERROR_RUNTIME,
+                         "The size of tensor a (10) must match the size of tensor b (5)");
+    rpc_value_unref(fv);
+    rpc_value_unref(aec);
     RpcValue *i = rt_int(1);
     g_assert_null(call_m(a, i, "real", NULL, NULL, &err));
     assert_error_exact(&err, RPC_ERROR_ATTRIBUTE, "'int' object has no attribute 'real'");
@@ -2227,6 +2272,170 @@ test_owner_crash(void)
     rt_free(ctx);
 }
 
+/* A message that cannot be encoded (an RRef whose creation timed out, after
+ * one that was forked already) or that the transport refuses takes its
+ * forks back: the owner's early registration, the parent's hold. */
+static void
+body_forks_undone(RpcTestCtx *ctx, gint rank)
+{
+    GError *err = NULL;
+    RpcValue *own = local_rref(ctx, rank, rt_int(5));
+    RpcValue *user = remote_ok(ctx, rank, 2, "add", rt_args(rt_int(1), rt_int(1), NULL));
+    assert_to_here(user, rt_int(2));
+    RpcValue *late = remote_t(ctx, rank, 1, "add", rt_args(rt_int(1), rt_int(1), NULL), RPC_MS);
+    g_assert_null(rpc_future_wait(rpc_rref_creation_future(R(late)), &err));
+    rt_assert_error(&err, RPC_ERROR_RUNTIME, TIMEOUT_MSG(1));
+    g_assert_null(rt_sync(ctx, rank, 3, "my_rref_function",
+                          rt_args(rpc_value_ref(own), rpc_value_ref(late), NULL), UNSET, &err));
+    assert_error_exact(&err, RPC_ERROR_RUNTIME, MSG_CREATION);
+    RpcValue *to3 = rt_name(ctx, 3);
+    g_assert_null(rpc_remote(rt_agent(ctx, rank), to3, "my_rref_function",
+                             rt_args(rpc_value_ref(user), rpc_value_ref(late), NULL), NULL, UNSET,
+                             &err));
+    assert_error_exact(&err, RPC_ERROR_RUNTIME, MSG_CREATION);
+    rpc_value_unref(to3);
+    RpcRRefDebugInfo d = info(ctx, rank);
+    g_assert_cmpuint(d.num_owner_rrefs, ==, 0); /* `own` was never really shared */
+    g_assert_cmpuint(d.num_forks, ==, 0);
+    g_assert_cmpuint(d.num_pending_children, ==, 0);
+    /* the transport refuses the PYTHON_CALL (the faulty agent, once) */
+    GError *e2 = NULL;
+    SimFaults *f = sim_world_faults(ctx->w, (guint)rank);
+    g_assert_true(sim_faults_add_fail(f, "PYTHON_CALL", &e2));
+    sim_faults_set_num_fail_sends(f, 1);
+    g_assert_null(rt_sync(ctx, rank, 3, "add_rref_to_value",
+                          rt_args(rpc_value_ref(user), rt_int(1), NULL), UNSET, &err));
+    rt_assert_error(&err, RPC_ERROR_RUNTIME, "Send attempt failed intentionally");
+    sim_faults_clear_fail_types(f);
+    g_assert_cmpuint(info(ctx, rank).num_pending_children, ==, 0);
+    rpc_value_unref(own);
+    rpc_value_unref(user);
+    rpc_value_unref(late);
+}
+
+static void
+test_forks_undone(void)
+{
+    RpcTestCtx *ctx = rt_new(NULL);
+    SimLinkConfig slow;
+    sim_link_config_init(&slow);
+    slow.latency = sim_dist_constant(10 * RPC_MS);
+    sim_net_set_link(sim_world_net(ctx->w), 0, 1, &slow);
+    rt_on(ctx, 0, body_forks_undone);
+    rt_run(ctx);
+    g_assert_cmpuint(rt_trace_count(ctx, "rref.fork_undone"), ==, 3);
+    g_assert_cmpuint(rt_trace_count(ctx, "rref.leak"), ==, 0);
+    rt_free(ctx);
+}
+
+/* An RRef used as an argument on its owner although its remote() call was
+ * lost: the owner makes the OwnerRRef when the fork arrives, and the UDF
+ * waits for a value nothing will set — until the creator gives up (its
+ * USER_DELETE) or the owner's context goes (non-graceful shutdown). */
+static void
+body_arg_for_lost_remote_call(RpcTestCtx *ctx, gint rank)
+{
+    gboolean graceful = ctx->opts.shutdown == RT_SHUTDOWN_GRACEFUL;
+    if (rank != 0) { /* stay up while worker0 works */
+        rt_sleep(ctx, rank, 2 * RPC_S);
+        return;
+    }
+    SimNet *net = sim_world_net(ctx->w);
+    SimLinkConfig lossy;
+    sim_link_config_init(&lossy);
+    lossy.loss = 1.0;
+    sim_net_set_link(net, 0, 1, &lossy);
+    RpcValue *r = remote_ok(ctx, rank, 1, "add", rt_args(rt_int(1), rt_int(2), NULL));
+    sim_net_clear_link(net, 0, 1);
+    GError *err = NULL;
+    RpcFuture *f = rt_async(ctx, rank, 1, "rref_to_here", rt_args(rpc_value_ref(r), NULL),
+                            graceful ? 10 * RPC_S : RPC_S);
+    rpc_value_unref(r);
+    rt_sleep(ctx, rank, 1);
+    g_assert_cmpuint(info(ctx, 1).num_owner_rrefs, ==, 1);
+    g_assert_cmpuint(info(ctx, 1).num_forks, ==, 0);
+    if (graceful) {
+        /* the creation times out at 5 s; the creator's delete frees the UDF */
+        rt_assert_wait_error(f, RPC_ERROR_RUNTIME,
+                             "OwnerRRef(rref_id=GloballyUniqueId(created_on=0, local_id=0)) was "
+                             "deleted on its owner before rpc.remote() created it");
+        g_assert_cmpint(rt_now(ctx), ==, 5 * RPC_S);
+        g_assert_cmpuint(info(ctx, 1).num_owner_rrefs, ==, 0);
+    } else {
+        rt_assert_wait_error(f, RPC_ERROR_RUNTIME, TIMEOUT_MSG(1000));
+    }
+    (void)err;
+}
+
+static void
+test_arg_for_lost_remote_call(gconstpointer data)
+{
+    RpcTestOptions o = {.rpc_timeout = 5 * RPC_S, .shutdown = GPOINTER_TO_INT(data)};
+    RpcTestCtx *ctx = rt_new(&o);
+    TimeLog *never = watch_times(ctx, "rref.owner_delete", 1);
+    rt_on(ctx, -1, body_arg_for_lost_remote_call);
+    rt_run(ctx);
+    if (o.shutdown == RT_SHUTDOWN_GRACEFUL)
+        g_assert_cmpuint(never->times->len, ==, 1);
+    rt_free(ctx);
+}
+
+/* Malformed protocol messages are answered with an error, never trusted. */
+static void
+body_malformed_protocol(RpcTestCtx *ctx, gint rank)
+{
+    RpcAgent *a = rt_agent(ctx, rank);
+    const struct {
+        RpcMessageType type;
+        const char *error;
+    } cases[] = {
+        {RPC_MSG_RREF_USER_DELETE, "malformed RRef protocol message"},
+        {RPC_MSG_RREF_FORK_REQUEST, "malformed RRef protocol message"},
+        {RPC_MSG_RREF_CHILD_ACCEPT, "malformed RRef protocol message"},
+        {RPC_MSG_PYTHON_RREF_FETCH_CALL, "malformed fetch request"},
+        {RPC_MSG_SCRIPT_REMOTE_CALL, "malformed remote call request"},
+    };
+    for (guint i = 0; i < G_N_ELEMENTS(cases); i++) {
+        GError *err = NULL;
+        RpcValue *body = rt_args(rt_int(1), NULL);
+        RpcFuture *f = rpc_agent_send_request(a, 1, cases[i].type, body, UNSET, "bad", &err);
+        rpc_value_unref(body);
+        g_assert_no_error(err);
+        rt_assert_wait_error(f, RPC_ERROR_RUNTIME, cases[i].error);
+    }
+    /* the unpickler's own checks */
+    RpcDecodeCtx d = {a, NULL};
+    GError *err = NULL;
+    RpcValue *w = rt_args(rt_int(1), NULL);
+    g_assert_null(rpc_rref_unpickle(&d, "Other", w, &err));
+    assert_error_exact(&err, RPC_ERROR_RUNTIME, "Can not unpickle 'Other' objects");
+    g_assert_null(rpc_rref_unpickle(&d, "RRef", w, &err));
+    assert_error_exact(&err, RPC_ERROR_RUNTIME, "malformed RRef fork data");
+    rpc_value_unref(w);
+    w = rt_args(rt_int(9), rt_args(rt_int(0), rt_int(0), NULL), rt_args(rt_int(0), rt_int(1), NULL),
+                rt_int(0), rt_str(""), rpc_value_new_bool(TRUE), NULL);
+    g_assert_null(rpc_rref_unpickle(&d, "RRef", w, &err));
+    assert_error_exact(&err, RPC_ERROR_RUNTIME, "malformed RRef fork data: no such worker");
+    rpc_value_unref(w);
+    /* pickling another agent's RRef, or something that is not an object */
+    RpcValue *r = local_rref(ctx, 1, rt_int(1));
+    const char *ext;
+    g_assert_false(rpc_rref_pickle(a, r, &ext, &w, &err));
+    assert_error_exact(&err, RPC_ERROR_RUNTIME, "Can not pickle an RRef of another RPC agent");
+    rpc_value_unref(r);
+    r = local_rref(ctx, rank, rt_int(1));
+    RpcValue *same = rpc_value_ref(r);
+    g_assert_true(rpc_value_equal(r, same));
+    rpc_value_unref(same);
+    rpc_value_unref(r);
+}
+
+static void
+test_malformed_protocol(void)
+{
+    rt_run_world(NULL, 0, body_malformed_protocol, NULL);
+}
+
 /* --- randomized sweep ------------------------------------------------------------------
  * A mixed RRef workload on 4 workers under random loss, duplication,
  * reordering and jitter, then a graceful shutdown.  Loss applies only while
@@ -2646,6 +2855,12 @@ main(int argc, char **argv)
     g_test_add_func("/rref/protocol/drop_before_confirmed", test_drop_before_confirmed);
     g_test_add_func("/rref/protocol/forward_chain_8_workers", test_forward_chain_8_workers);
     g_test_add_func("/rref/protocol/owner_crash", test_owner_crash);
+    g_test_add_func("/rref/protocol/forks_undone", test_forks_undone);
+    g_test_add_data_func("/rref/protocol/arg_for_lost_remote_call",
+                         GINT_TO_POINTER(RT_SHUTDOWN_GRACEFUL), test_arg_for_lost_remote_call);
+    g_test_add_data_func("/rref/protocol/arg_for_lost_remote_call_non_graceful",
+                         GINT_TO_POINTER(RT_SHUTDOWN_NON_GRACEFUL), test_arg_for_lost_remote_call);
+    g_test_add_func("/rref/protocol/malformed", test_malformed_protocol);
     g_test_add_func("/rref/protocol/sweep", test_sweep);
     return g_test_run();
 }
