@@ -4,7 +4,7 @@
 #   make demo       install what is missing, run the default scenario
 #   make check      install what is missing, run the whole suite (unit tests,
 #                   scenarios, valgrind, lint); ends with "N passed, N failed"
-#   make test       unit tests only          make check-valgrind   memcheck only
+#   make test       unit tests, scenarios, CLI (no valgrind)   make check-valgrind   memcheck only
 #   make coverage   gcovr HTML in reports/coverage/
 #   make bench      benchmarks (print figures, assert nothing)
 #   make lint       determinism/layering checks and clang-format
@@ -86,7 +86,7 @@ check: deps
 
 # --- parts of the suite -------------------------------------------------------
 test: all
-	@sh tests/run-suite.sh $(O) unit
+	@sh tests/run-suite.sh $(O) fast
 
 check-valgrind: all
 	@sh tests/run-suite.sh $(O) valgrind

@@ -7,7 +7,8 @@
 #   scenarios  tests/scenario-tests.sh (every scenario file, golden digests)
 #   cli        tests/test-cli.sh (every rpcsim subcommand and exit code)
 #   lint       .ci/lint.sh (determinism and layering rules, formatting)
-#   all        all of the above
+#   fast       unit + scenarios + cli (`make test`)
+#   all        all of the above (`make check`)
 #
 # Ends with one line "N passed, N failed" (the line CI reads).  Logs of
 # failures go to reports/test-logs/.
@@ -115,8 +116,9 @@ case "$MODE" in
     scenarios) run_scenarios ;;
     lint) run_lint ;;
     cli) run_cli ;;
+    fast) run_unit; run_scenarios; run_cli ;;
     all) run_unit; run_scenarios; run_cli; run_lint; run_valgrind ;;
-    *) echo "usage: $0 BUILD_DIR unit|valgrind|scenarios|cli|lint|all" >&2; exit 2 ;;
+    *) echo "usage: $0 BUILD_DIR unit|valgrind|scenarios|cli|lint|fast|all" >&2; exit 2 ;;
 esac
 
 [ -z "$failed_names" ] || echo "failed:$failed_names"
