@@ -41,9 +41,8 @@ gint rpc_agent_resolve(RpcAgent *a, const RpcValue *to, GError **error);
 RpcFuture *rpc_agent_send_request(RpcAgent *a, gint dst, RpcMessageType type, RpcValue *body,
                                   RpcTime timeout, const char *what, GError **error);
 /* sendWithRetries (spec §3.6): the same payload, resent on failure. */
-RpcFuture *rpc_agent_send_with_retries(RpcAgent *a, gint dst, RpcMessageType type,
-                                       RpcValue *body, guint max_retries, const char *what,
-                                       GError **error);
+RpcFuture *rpc_agent_send_with_retries(RpcAgent *a, gint dst, RpcMessageType type, RpcValue *body,
+                                       guint max_retries, const char *what, GError **error);
 
 /* Runs a registered function for a request.  The future completes with
  * the value to send back (for Python functions an error *value* when the
@@ -71,7 +70,9 @@ typedef struct {
     GPtrArray *pending; /* nullable: confirmation futures (refs) to wait for */
 } RpcDecodeCtx;
 
-/* Codec hooks: data is the sending RpcAgent* / an RpcDecodeCtx*. */
+/* Codec hooks: data is the sending RpcAgent* / an RpcDecodeCtx*.  RRefs
+ * travel as the extension "RRef" (forked, spec §4.4); class instances as
+ * "object" (core/object.h), rebuilt from the decoding agent's registry. */
 gboolean rpc_rref_pickle(gpointer data, const RpcValue *opaque, const char **ext_name,
                          RpcValue **wire_value, GError **error);
 RpcValue *rpc_rref_unpickle(gpointer data, const char *ext_name, RpcValue *wire_value,

@@ -43,8 +43,8 @@ typedef enum {
 } CollKind;
 
 static const char *const kind_names[COLL_N_KINDS] = {
-    [COLL_ALLREDUCE] = "allreduce",          [COLL_BROADCAST] = "broadcast",
-    [COLL_ALLGATHER] = "allgather",          [COLL_REDUCE_SCATTER] = "reduce_scatter",
+    [COLL_ALLREDUCE] = "allreduce", [COLL_BROADCAST] = "broadcast",
+    [COLL_ALLGATHER] = "allgather", [COLL_REDUCE_SCATTER] = "reduce_scatter",
     [COLL_BARRIER] = "barrier",
 };
 
@@ -321,8 +321,8 @@ rpc_lowp_tensor(const RpcTensor *t, RpcPrecision p)
     g_return_val_if_fail(t != NULL, NULL);
     if (p == RPC_PRECISION_NATIVE)
         return rpc_tensor_cast(t, rpc_tensor_dtype(t));
-    RpcTensor *out = rpc_tensor_new_zeros(RPC_DTYPE_FLOAT32, rpc_tensor_ndim(t),
-                                          rpc_tensor_shape(t));
+    RpcTensor *out =
+        rpc_tensor_new_zeros(RPC_DTYPE_FLOAT32, rpc_tensor_ndim(t), rpc_tensor_shape(t));
     float *d = rpc_tensor_data_mut(out);
     gint64 n = rpc_tensor_numel(t);
     if (rpc_tensor_dtype(t) == RPC_DTYPE_FLOAT32) {
@@ -383,7 +383,8 @@ write_chunk(Coll *c, gint64 off, gint64 len, const double *left, gboolean copy)
     RpcDType dt = rpc_tensor_dtype(c->buf);
     gpointer data = rpc_tensor_data_mut(c->buf);
     for (gint64 i = 0; i < len; i++) {
-        double mine = dt == RPC_DTYPE_FLOAT32 ? ((float *)data)[off + i] : ((double *)data)[off + i];
+        double mine =
+            dt == RPC_DTYPE_FLOAT32 ? ((float *)data)[off + i] : ((double *)data)[off + i];
         double v = copy ? left[i] : rpc_precision_round(c->prec, dt, combine(c->op, left[i], mine));
         if (dt == RPC_DTYPE_FLOAT32)
             ((float *)data)[off + i] = (float)v;
@@ -557,17 +558,15 @@ reduction_read(Coll *c, guint s, guint src, const RpcValue *payload, gint64 len,
 {
     double *vals = g_new(double, MAX(len, 1));
     if (c->prec == RPC_PRECISION_NATIVE) {
-        const RpcTensor *t = rpc_value_type(payload) == RPC_VALUE_TENSOR
-                                 ? rpc_value_get_tensor(payload)
-                                 : NULL;
+        const RpcTensor *t =
+            rpc_value_type(payload) == RPC_VALUE_TENSOR ? rpc_value_get_tensor(payload) : NULL;
         if (t == NULL || rpc_tensor_numel(t) != len ||
             rpc_tensor_dtype(t) != rpc_tensor_dtype(c->buf)) {
-            char *what = t == NULL ? g_strdup("no tensor")
-                                   : g_strdup_printf("%" G_GINT64_FORMAT " %s elements",
-                                                     rpc_tensor_numel(t),
-                                                     rpc_tensor_dtype(t) == RPC_DTYPE_FLOAT32
-                                                         ? "float32"
-                                                         : "float64");
+            char *what =
+                t == NULL ? g_strdup("no tensor")
+                          : g_strdup_printf("%" G_GINT64_FORMAT " %s elements", rpc_tensor_numel(t),
+                                            rpc_tensor_dtype(t) == RPC_DTYPE_FLOAT32 ? "float32"
+                                                                                     : "float64");
             payload_error(c, s, src, what, error);
             g_free(what);
             g_free(vals);
@@ -576,9 +575,8 @@ reduction_read(Coll *c, guint s, guint src, const RpcValue *payload, gint64 len,
         read_doubles(t, 0, len, vals);
     } else {
         gsize blen = 0;
-        const guint8 *b = rpc_value_type(payload) == RPC_VALUE_BYTES
-                              ? rpc_value_get_bytes(payload, &blen)
-                              : NULL;
+        const guint8 *b =
+            rpc_value_type(payload) == RPC_VALUE_BYTES ? rpc_value_get_bytes(payload, &blen) : NULL;
         if (b == NULL || blen != (gsize)len * 2) {
             char *what = g_strdup_printf("%" G_GSIZE_FORMAT " bytes of 16-bit data", blen);
             payload_error(c, s, src, what, error);
@@ -603,7 +601,8 @@ coll_apply(Coll *c, guint s, guint src, const RpcValue *payload, GError **error)
     case COLL_ALLREDUCE:
     case COLL_REDUCE_SCATTER: {
         gboolean reducing = s < n - 1;
-        guint chunk = reducing ? mod_n((gint64)r - s - 2, n) : mod_n((gint64)r - (s - (n - 1)) - 1, n);
+        guint chunk =
+            reducing ? mod_n((gint64)r - s - 2, n) : mod_n((gint64)r - (s - (n - 1)) - 1, n);
         gint64 off, len;
         rpc_pg_chunk_bounds(rpc_tensor_numel(c->buf), n, chunk, &off, &len);
         double *vals;
@@ -619,9 +618,8 @@ coll_apply(Coll *c, guint s, guint src, const RpcValue *payload, GError **error)
     }
     case COLL_ALLGATHER:
     case COLL_BROADCAST: {
-        RpcTensor *t = rpc_value_type(payload) == RPC_VALUE_TENSOR
-                           ? rpc_value_get_tensor(payload)
-                           : NULL;
+        RpcTensor *t =
+            rpc_value_type(payload) == RPC_VALUE_TENSOR ? rpc_value_get_tensor(payload) : NULL;
         if (t == NULL)
             return payload_error(c, s, src, "no tensor", error);
         if (c->kind == COLL_BROADCAST) {
@@ -875,9 +873,11 @@ entry_on_chunk(RpcAgent *self, Entry *e, gint64 seq, guint step, CollKind kind, 
     Coll *c = e->pg != NULL ? g_hash_table_lookup(e->pg->active, &seq) : NULL;
     ChunkKey k = {seq, step};
     /* Late: the group is gone, or the collective is over (or past that
-     * step); a duplicate is dropped too. */
+     * step); a duplicate, or a step the collective does not have, is
+     * dropped too. */
     gboolean late = e->retired || (e->pg != NULL && c == NULL && seq < e->pg->next_seq) ||
-                    (c != NULL && step < c->step) || g_hash_table_contains(e->early, &k);
+                    (c != NULL && (step < c->step || step >= c->n_steps)) ||
+                    g_hash_table_contains(e->early, &k);
     if (late) {
         rpc_executor_trace(rpc_agent_executor(self), &tk_drop, e->id, seq, step, "late chunk");
         return;
@@ -955,8 +955,8 @@ rpc_pg_new(RpcAgent *a, gint64 group_id, const gint *members, guint n, GError **
         }
         for (guint j = 0; j < i; j++)
             if (ids[j] == ids[i]) {
-                g_set_error(error, RPC_ERROR, RPC_ERROR_VALUE,
-                            "Duplicate process group member %d", ids[i]);
+                g_set_error(error, RPC_ERROR, RPC_ERROR_VALUE, "Duplicate process group member %d",
+                            ids[i]);
                 goto fail;
             }
         if (ids[i] == self)

@@ -8,7 +8,9 @@
  * collectives in the same order; the n-th collective of a group has sequence
  * number n (from 1) on every member, and each message carries it, so
  * concurrent or consecutive collectives never mix.  A chunk arriving before
- * its collective started (or before its group was created) is buffered.
+ * its collective started is buffered, and so is one for a group not yet
+ * created on its destination, provided that worker already has a group:
+ * creating the first group registers the chunk function on the agent.
  *
  * Transport: each step sends one chunk as a request (an internal function,
  * RPC_PG_CHUNK_FUNC) through the member's agent; the chunk travels in the
@@ -35,7 +37,9 @@
  * every member at
  *     t0 + 2(n-1) · (ceil(S·1e9/B) ns + L)
  * where S is the encoded size of one step's request
- * (rpc_pg_step_message_bytes) when n divides N.
+ * (rpc_pg_step_message_bytes) when n divides N.  (The acknowledgements use
+ * the reverse links; for n = 2 they follow the data on the same link, are
+ * written after it and are transmitted within the latency window.)
  *
  * broadcast: the root sends its tensor to every member directly (one step)
  * and completes once the sends are written; the others complete on arrival.
@@ -104,8 +108,8 @@ void rpc_pg_free(RpcProcessGroup *pg);
 gint64 rpc_pg_id(const RpcProcessGroup *pg);
 guint rpc_pg_rank(const RpcProcessGroup *pg);
 guint rpc_pg_size(const RpcProcessGroup *pg);
-RpcAgent *rpc_pg_agent(RpcProcessGroup *pg);         /* (transfer none) */
-RpcExecutor *rpc_pg_executor(RpcProcessGroup *pg);   /* (transfer none) */
+RpcAgent *rpc_pg_agent(RpcProcessGroup *pg);       /* (transfer none) */
+RpcExecutor *rpc_pg_executor(RpcProcessGroup *pg); /* (transfer none) */
 /* The timeout a collective gets when called with RPC_TIMEOUT_UNSET. */
 RpcTime rpc_pg_get_timeout(const RpcProcessGroup *pg);
 void rpc_pg_set_timeout(RpcProcessGroup *pg, RpcTime timeout);

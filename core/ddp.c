@@ -39,6 +39,10 @@ rpc_grad_bucket_new(gsize index, gsize bucket_count, RpcTensor *buffer, RpcTenso
 {
     g_return_val_if_fail(buffer != NULL && params != NULL && n_params > 0, NULL);
     g_return_val_if_fail(index < bucket_count, NULL);
+    gint64 total = 0;
+    for (guint i = 0; i < n_params; i++)
+        total += rpc_tensor_numel(params[i]);
+    g_return_val_if_fail(total == rpc_tensor_numel(buffer), NULL);
     RpcGradBucket *b = g_new0(RpcGradBucket, 1);
     b->ref = 1;
     b->index = index;
@@ -54,7 +58,6 @@ rpc_grad_bucket_new(gsize index, gsize bucket_count, RpcTensor *buffer, RpcTenso
         b->lengths[i] = rpc_tensor_numel(params[i]);
         off += b->lengths[i];
     }
-    g_warn_if_fail(off == rpc_tensor_numel(buffer));
     b->buffer = buffer;
     return b;
 }
@@ -190,6 +193,15 @@ rpc_grad_bucket_length(const RpcGradBucket *b, guint i)
     return b->lengths[i];
 }
 
+const gint64 *
+rpc_grad_bucket_shape(const RpcGradBucket *b, guint i, guint *ndim)
+{
+    g_return_val_if_fail(b != NULL && i < b->n, NULL);
+    if (ndim)
+        *ndim = rpc_tensor_ndim(b->params[i]);
+    return rpc_tensor_shape(b->params[i]);
+}
+
 /* --- hook plumbing ------------------------------------------------------------------ */
 
 /* Python's type(x).__module__ + "." + __qualname__, and its class repr. */
@@ -218,7 +230,8 @@ py_type_name(const RpcValue *v, gboolean qualified)
     case RPC_VALUE_TENSOR:
         return "torch.Tensor";
     case RPC_VALUE_WORKER_INFO:
-        return qualified ? "torch._C._distributed_rpc.WorkerInfo" : "torch.distributed.rpc.WorkerInfo";
+        return qualified ? "torch._C._distributed_rpc.WorkerInfo"
+                         : "torch.distributed.rpc.WorkerInfo";
     case RPC_VALUE_ERROR:
         return qualified ? "builtins.Exception" : "Exception";
     default:
@@ -241,11 +254,11 @@ rpc_comm_hook_run(const RpcCommHook *hook, RpcGradBucket *bucket, GError **error
         rpc_value_unref(v);
         return f;
     }
-    g_set_error(error, RPC_ERROR, RPC_ERROR_RUNTIME,
-                "Unable to cast Python instance of type <class '%s'> to C++ type "
-                "'std::shared_ptr<torch::jit::PythonFutureWrapper>'. " RPC_DDP_MSG_MUST_RETURN_FUTURE
-                "%s",
-                py_type_name(v, FALSE), py_type_name(v, TRUE));
+    g_set_error(
+        error, RPC_ERROR, RPC_ERROR_RUNTIME,
+        "Unable to cast Python instance of type <class '%s'> to C++ type "
+        "'std::shared_ptr<torch::jit::PythonFutureWrapper>'. " RPC_DDP_MSG_MUST_RETURN_FUTURE "%s",
+        py_type_name(v, FALSE), py_type_name(v, TRUE));
     rpc_value_unref(v);
     return NULL;
 }
@@ -293,8 +306,8 @@ need_pg(gpointer pg, const char *hook, GError **error)
 static RpcTensor *
 map_tensor(const RpcTensor *t, RpcPrecision p, double scale_div)
 {
-    RpcTensor *out = rpc_tensor_new_zeros(rpc_tensor_dtype(t), rpc_tensor_ndim(t),
-                                          rpc_tensor_shape(t));
+    RpcTensor *out =
+        rpc_tensor_new_zeros(rpc_tensor_dtype(t), rpc_tensor_ndim(t), rpc_tensor_shape(t));
     gint64 n = rpc_tensor_numel(t);
     RpcDType dt = rpc_tensor_dtype(t);
     gpointer d = rpc_tensor_data_mut(out);
@@ -324,8 +337,7 @@ rpc_ddp_allreduce_hook(gpointer process_group, RpcGradBucket *bucket, GError **e
     g_return_val_if_fail(bucket != NULL, NULL);
     if (!need_pg(process_group, "allreduce_hook", error))
         return NULL;
-    return future_value_take(
-        allreduce_mean_fut(process_group, bucket->buffer, bucket->prec));
+    return future_value_take(allreduce_mean_fut(process_group, bucket->buffer, bucket->prec));
 }
 
 /* decompress: the low-precision result copied into a tensor of dtype. */
@@ -400,8 +412,8 @@ compress_wrapper(RpcCompressWrapper *w, RpcGradBucket *bucket, RpcPrecision p, G
     RpcFuture *f = rpc_comm_hook_run(&inner, bucket, error);
     if (f == NULL)
         return NULL;
-    RpcFuture *child = rpc_future_then(f, wrapper_decompress_cb, GINT_TO_POINTER((gint)p), NULL,
-                                       NULL);
+    RpcFuture *child =
+        rpc_future_then(f, wrapper_decompress_cb, GINT_TO_POINTER((gint)p), NULL, NULL);
     rpc_future_unref(f);
     return future_value_take(child);
 }
@@ -597,12 +609,12 @@ typedef struct {
     gboolean is_last;
     RpcDType dtype;
     RpcPrecision prec;
-    gint64 total;   /* the bucket's numel */
-    gint64 padded;  /* work's length (batched: side²) */
-    double *work;   /* the input tensor (with the residual added) */
-    double *cp;     /* its copy, for the new residual; NULL without feedback */
-    GArray *mats;   /* Mat */
-    GArray *plain;  /* gint64 pairs (off, len): uncompressed gradients */
+    gint64 total;  /* the bucket's numel */
+    gint64 padded; /* work's length (batched: side²) */
+    double *work;  /* the input tensor (with the residual added) */
+    double *cp;    /* its copy, for the new residual; NULL without feedback */
+    GArray *mats;  /* Mat */
+    GArray *plain; /* gint64 pairs (off, len): uncompressed gradients */
     gint64 plain_len;
     RpcFuture *result;
 } Psgd;
@@ -663,8 +675,8 @@ orthogonalize(const Psgd *j, double *a, gint64 rows, gint64 r, double eps)
 /* out (rows×cols) = a (rows×inner) · b, with b given as (inner×cols), or as
  * its transpose (cols×inner) when bt; all row-major. */
 static void
-matmul(const Psgd *j, const double *a, gint64 a_stride, gboolean at, const double *b,
-       gboolean bt, double *out, gint64 rows, gint64 inner, gint64 cols)
+matmul(const Psgd *j, const double *a, gint64 a_stride, gboolean at, const double *b, gboolean bt,
+       double *out, gint64 rows, gint64 inner, gint64 cols)
 {
     for (gint64 i = 0; i < rows; i++)
         for (gint64 c = 0; c < cols; c++) {
@@ -762,8 +774,8 @@ psgd_compute_qs(RpcFuture *f, gpointer data, GError **error)
     for (guint i = 0; i < j->mats->len; i++) {
         Mat *m = &g_array_index(j->mats, Mat, i);
         orthogonalize(j, mem->p + m->p_off, m->n, m->r, j->st->cfg.orthogonalization_epsilon);
-        matmul(j, j->work + m->off, m->m, TRUE, mem->p + m->p_off, FALSE, mem->q + m->q_off,
-               m->m, m->n, m->r);
+        matmul(j, j->work + m->off, m->m, TRUE, mem->p + m->p_off, FALSE, mem->q + m->q_off, m->m,
+               m->n, m->r);
     }
     psgd_chain(j, psgd_allreduce(j, mem->q, mem->q_len), psgd_decompress);
     return TRUE;
@@ -782,7 +794,8 @@ psgd_unpack_and_allreduce_ps(RpcFuture *f, gpointer data, GError **error)
     const RpcTensor *t = rpc_value_get_tensor(rpc_future_peek_value(f));
     gint64 idx = 0;
     for (guint i = 0; i < j->plain->len; i += 2) {
-        gint64 off = g_array_index(j->plain, gint64, i), len = g_array_index(j->plain, gint64, i + 1);
+        gint64 off = g_array_index(j->plain, gint64, i),
+               len = g_array_index(j->plain, gint64, i + 1);
         for (gint64 k = 0; k < len; k++)
             j->work[off + k] = psgd_round(j, rpc_tensor_get(t, idx++) / w);
     }
@@ -873,8 +886,8 @@ rpc_ddp_powersgd_hook(gpointer state, RpcGradBucket *bucket, GError **error)
             m.n = rpc_tensor_shape(p)[0];
             m.m = len / m.n;
             m.r = MIN(MIN(m.n, m.m), (gint64)st->cfg.matrix_approximation_rank);
-            compress = (double)((m.n + m.m) * m.r) * st->cfg.min_compression_rate <
-                       (double)(m.n * m.m);
+            compress =
+                (double)((m.n + m.m) * m.r) * st->cfg.min_compression_rate < (double)(m.n * m.m);
         }
         st->numel_before += len;
         if (compress) {
@@ -905,7 +918,8 @@ rpc_ddp_powersgd_hook(gpointer state, RpcGradBucket *bucket, GError **error)
     double *plain = g_new(double, MAX(j->plain_len, 1));
     gint64 idx = 0;
     for (guint i = 0; i < j->plain->len; i += 2) {
-        gint64 off = g_array_index(j->plain, gint64, i), len = g_array_index(j->plain, gint64, i + 1);
+        gint64 off = g_array_index(j->plain, gint64, i),
+               len = g_array_index(j->plain, gint64, i + 1);
         memcpy(plain + idx, j->work + off, sizeof(double) * (gsize)len);
         idx += len;
     }
@@ -1048,8 +1062,7 @@ on_param_ready(RpcTensor *leaf, gpointer user_data)
     }
     d->ready[h->param] = TRUE;
     d->pending[d->param_bucket[h->param]]--;
-    while (d->error == NULL && d->next_bucket < d->n_buckets &&
-           d->pending[d->next_bucket] == 0)
+    while (d->error == NULL && d->next_bucket < d->n_buckets && d->pending[d->next_bucket] == 0)
         launch_bucket(d, d->next_bucket++);
 }
 
@@ -1248,8 +1261,7 @@ rpc_ddp_finalize_backward(RpcDdp *d, GError **error)
         if (rpc_tensor_numel(t) != total) {
             g_set_error(error, RPC_ERROR, RPC_ERROR_RUNTIME,
                         "The communication hook's result for bucket %u has %" G_GINT64_FORMAT
-                        " elements, but the bucket holds %" G_GINT64_FORMAT
-                        " gradient elements",
+                        " elements, but the bucket holds %" G_GINT64_FORMAT " gradient elements",
                         b, rpc_tensor_numel(t), total);
             rpc_tensor_unref(t);
             goto out;

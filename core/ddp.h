@@ -73,6 +73,8 @@ guint rpc_grad_bucket_n_params(const RpcGradBucket *b);
 RpcTensor *rpc_grad_bucket_parameter(const RpcGradBucket *b, guint i); /* (transfer none) */
 gint64 rpc_grad_bucket_offset(const RpcGradBucket *b, guint i);
 gint64 rpc_grad_bucket_length(const RpcGradBucket *b, guint i);
+/* sizes: the shape of parameter i (transfer none; its ndim in *ndim). */
+const gint64 *rpc_grad_bucket_shape(const RpcGradBucket *b, guint i, guint *ndim);
 
 /* --- communication hooks ----------------------------------------------------------- */
 
@@ -106,10 +108,8 @@ RpcTensor *rpc_comm_hook_parse_result(const RpcCommHook *hook, const RpcValue *r
 RpcValue *rpc_ddp_allreduce_hook(gpointer process_group, RpcGradBucket *bucket, GError **error);
 /* fp16_compress_hook / bf16_compress_hook: buffer.to(fp16|bf16) / world_size,
  * all-reduced in that format, cast back to the buffer's dtype. */
-RpcValue *rpc_ddp_fp16_compress_hook(gpointer process_group, RpcGradBucket *bucket,
-                                     GError **error);
-RpcValue *rpc_ddp_bf16_compress_hook(gpointer process_group, RpcGradBucket *bucket,
-                                     GError **error);
+RpcValue *rpc_ddp_fp16_compress_hook(gpointer process_group, RpcGradBucket *bucket, GError **error);
+RpcValue *rpc_ddp_bf16_compress_hook(gpointer process_group, RpcGradBucket *bucket, GError **error);
 /* noop_hook: a completed future of the unchanged buffer (state unused). */
 RpcValue *rpc_ddp_noop_hook(gpointer state, RpcGradBucket *bucket, GError **error);
 
@@ -157,6 +157,7 @@ void rpc_powersgd_config_init(RpcPowerSGDConfig *cfg);
  * with error feedback or warm start.  pg is borrowed. */
 RpcPowerSGDState *rpc_powersgd_state_new(RpcProcessGroup *pg, const RpcPowerSGDConfig *cfg,
                                          GError **error);
+/* Only once the futures of its hooks have completed. */
 void rpc_powersgd_state_free(RpcPowerSGDState *s);
 /* state.iter: advanced once per iteration, by the last bucket. */
 gint64 rpc_powersgd_state_iter(const RpcPowerSGDState *s);
@@ -214,12 +215,10 @@ const guint *rpc_ddp_bucket_params(const RpcDdp *d, guint bucket, guint *n);
  * RPC_DDP_MSG_NOT_CALLABLE; a second registration of either kind is
  * RuntimeError RPC_DDP_MSG_HOOK_TWICE.  Without a hook the reducer
  * all-reduces the mean (as the allreduce builtin). */
-gboolean rpc_ddp_register_comm_hook(RpcDdp *d, gpointer state, RpcCommHookFn hook,
-                                    GError **error);
+gboolean rpc_ddp_register_comm_hook(RpcDdp *d, gpointer state, RpcCommHookFn hook, GError **error);
 /* register_builtin_comm_hook(type): RuntimeError
  * RPC_DDP_MSG_BUILTIN_HOOK_TWICE after any registration. */
-gboolean rpc_ddp_register_builtin_comm_hook(RpcDdp *d, RpcBuiltinCommHookType type,
-                                            GError **error);
+gboolean rpc_ddp_register_builtin_comm_hook(RpcDdp *d, RpcBuiltinCommHookType type, GError **error);
 
 /* loss.backward() under DDP: local autograd backward (each bucket's hook
  * runs as soon as its gradients are ready, buckets in index order), then

@@ -156,8 +156,8 @@ type_name_of(const RpcValue *v)
     return rpc_value_type_name(rpc_value_type(v));
 }
 
-typedef RpcValue *(*ValueMethod)(const RpcValue *self, const RpcValue *args,
-                                 const RpcValue *kwargs, GError **error);
+typedef RpcValue *(*ValueMethod)(const RpcValue *self, const RpcValue *args, const RpcValue *kwargs,
+                                 GError **error);
 
 static RpcValue *
 tensor_size(const RpcValue *self, const RpcValue *args, const RpcValue *kwargs, GError **error)
@@ -452,8 +452,8 @@ field_plus(RpcObject *obj, const RpcValue *x, GError **error)
 {
     RpcValue *a = rpc_object_get(obj, "a");
     if (a == NULL) {
-        g_set_error(error, RPC_ERROR, RPC_ERROR_ATTRIBUTE,
-                    "'%s' object has no attribute 'a'", obj->cls->type.name);
+        g_set_error(error, RPC_ERROR, RPC_ERROR_ATTRIBUTE, "'%s' object has no attribute 'a'",
+                    obj->cls->type.name);
         return NULL;
     }
     return rpc_stdlib_arith(OP_ADD, a, x, error);
@@ -575,8 +575,8 @@ async_add_then(RpcAgent *self, const char *fname, const RpcValue *args, const Rp
     RpcFuture *f = async_add_call(self, p, error);
     if (f == NULL)
         return NULL;
-    RpcFuture *c = rpc_future_then(f, then_plus, rpc_value_ref(p[3]),
-                                   (GDestroyNotify)rpc_value_unref, NULL);
+    RpcFuture *c =
+        rpc_future_then(f, then_plus, rpc_value_ref(p[3]), (GDestroyNotify)rpc_value_unref, NULL);
     rpc_future_unref(f);
     return future_value(c);
 }
@@ -671,6 +671,32 @@ ps_init(RpcAgent *self, const RpcClassDef *cls, RpcObject *obj, const RpcValue *
     return rpc_value_none();
 }
 
+/* The first field a server lacks, or has of the wrong type: an instance
+ * may have been unpickled from anything a peer sent. */
+static const char *
+ps_missing_field(const RpcObject *o)
+{
+    static const struct {
+        const char *name;
+        RpcValueType type;
+    } fields[] = {{"trainers", RPC_VALUE_INT},  {"iteration", RPC_VALUE_INT},
+                  {"updates", RPC_VALUE_INT},   {"futures", RPC_VALUE_LIST},
+                  {"total", RPC_VALUE_N_TYPES}, {"gradient", RPC_VALUE_N_TYPES}};
+    if (o == NULL || o->cls != &rpc_class_my_parameter_server)
+        return "gradient";
+    for (gsize i = 0; i < G_N_ELEMENTS(fields); i++) {
+        const RpcValue *v = rpc_object_get(o, fields[i].name);
+        if (v == NULL ||
+            (fields[i].type != RPC_VALUE_N_TYPES && rpc_value_type(v) != fields[i].type))
+            return fields[i].name;
+    }
+    const RpcValue *futs = rpc_object_get(o, "futures");
+    for (guint i = 0; i < rpc_value_list_len(futs); i++)
+        if (rpc_value_type(rpc_value_list_get(futs, i)) != RPC_VALUE_FUTURE)
+            return "futures";
+    return NULL;
+}
+
 /* rref.local_value(), which must hold a MyParameterServer (transfer full
  * value; *obj transfer none, alive as long as the value). */
 static RpcValue *
@@ -686,9 +712,10 @@ ps_of(const RpcValue *rref_value, const char *fname, RpcObject **obj, GError **e
     if (v == NULL)
         return NULL;
     *obj = rpc_value_get_object(v);
-    if (*obj == NULL || (*obj)->cls != &rpc_class_my_parameter_server) {
-        g_set_error(error, RPC_ERROR, RPC_ERROR_ATTRIBUTE,
-                    "'%s' object has no attribute 'gradient'", type_name_of(v));
+    const char *missing = ps_missing_field(*obj);
+    if (missing != NULL) {
+        g_set_error(error, RPC_ERROR, RPC_ERROR_ATTRIBUTE, "'%s' object has no attribute '%s'",
+                    type_name_of(v), missing);
         rpc_value_unref(v);
         return NULL;
     }
@@ -833,8 +860,8 @@ udf_call_method_on_rref(RpcAgent *self, const RpcValue *args, const RpcValue *kw
     RpcValue *result = NULL;
     const char *tn = type_name_of(target);
     if (dot != NULL && ((gsize)(dot - name) != strlen(tn) || strncmp(name, tn, dot - name) != 0)) {
-        g_set_error(error, RPC_ERROR, RPC_ERROR_TYPE, "%s() requires a '%.*s' object",
-                    dot + 1, (int)(dot - name), name);
+        g_set_error(error, RPC_ERROR, RPC_ERROR_TYPE, "%s() requires a '%.*s' object", dot + 1,
+                    (int)(dot - name), name);
     } else {
         RpcValue *rest = list_tail(args, 2);
         result = rpc_object_call_method(self, target, dot ? dot + 1 : name, rest, kwargs, error);
@@ -855,8 +882,14 @@ CALLABLE(ctor_my_parameter_server, rpc_class_my_parameter_server, NULL)
 CALLABLE(ps_gradient, rpc_class_my_parameter_server, "get_gradient")
 CALLABLE(ps_avg, rpc_class_my_parameter_server, "average")
 
-#define UDF(n, f, d)   {n, NULL, f, 0, 0, -1, d}
-#define ASYNC(n, f, d) {n, NULL, f, RPC_FUNC_ASYNC, 0, -1, d}
+#define UDF(n, f, d)                                                                               \
+    {                                                                                              \
+        n, NULL, f, 0, 0, -1, d                                                                    \
+    }
+#define ASYNC(n, f, d)                                                                             \
+    {                                                                                              \
+        n, NULL, f, RPC_FUNC_ASYNC, 0, -1, d                                                       \
+    }
 
 static const RpcFunctionDef object_defs[] = {
     UDF("MyClass", ctor_my_class, "MyClass(a, delay=False): sleeps 2 s if delay"),

@@ -130,7 +130,8 @@ missing_text(const char *func, GPtrArray *missing)
                            missing->len, missing->len == 1 ? "" : "s");
     for (guint i = 0; i < missing->len; i++) {
         if (i > 0)
-            g_string_append(s, missing->len == 2 ? " and " : (i + 1 == missing->len ? ", and " : ", "));
+            g_string_append(s, missing->len == 2 ? " and "
+                                                 : (i + 1 == missing->len ? ", and " : ", "));
         g_string_append_printf(s, "'%s'", (const char *)g_ptr_array_index(missing, i));
     }
     return g_string_free(s, FALSE);

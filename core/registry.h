@@ -40,10 +40,10 @@ typedef struct RpcFunctionDef {
     const char *name;     /* what users call it: "add", "my_function" */
     const char *qualname; /* on the wire: "aten::add"; NULL = name */
     RpcFunc fn;
-    guint flags;          /* RpcFuncFlags */
-    gint min_args;        /* builtins: positional arity accepted by the schema */
-    gint max_args;        /* -1: any */
-    const char *doc;      /* one line, for `rpcsim list functions` */
+    guint flags;     /* RpcFuncFlags */
+    gint min_args;   /* builtins: positional arity accepted by the schema */
+    gint max_args;   /* -1: any */
+    const char *doc; /* one line, for `rpcsim list functions` */
 } RpcFunctionDef;
 
 RpcRegistry *rpc_registry_new(void);
@@ -74,8 +74,7 @@ const RpcClassDef *rpc_registry_lookup_class(const RpcRegistry *reg, const char 
  * "<f>() missing 2 required positional arguments: 'b' and 'c'". names lists
  * the parameters (for kwargs and for the messages); NULL-terminated. */
 gboolean rpc_args_bind(const char *func, const RpcValue *args, const RpcValue *kwargs,
-                       const char *const *names, guint n_required, RpcValue **out,
-                       GError **error);
+                       const char *const *names, guint n_required, RpcValue **out, GError **error);
 
 G_END_DECLS
 

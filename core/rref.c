@@ -21,6 +21,16 @@
  * every live RRef so that freeing the context detaches them (a detached
  * RRef sends nothing).  Callbacks that outlive a message reach the context
  * through a refcounted handle that is cleared when the context goes.
+ *
+ * Beyond PyTorch, so that loss and reordering leave no table entry and no
+ * thread waiting forever (each is exercised by tests/test-rref.c):
+ *  - forks of a message that cannot be encoded or sent are taken back
+ *    (the fork journal, rpc_rref_forks_*);
+ *  - an OwnerRRef made because a fork of it arrived before its remote()
+ *    call is "unassigned"; if the call never comes (the creator gives up,
+ *    or the context goes), its waiters get an error;
+ *  - a fetch dropped unanswered still answers (with an error);
+ *  - graceful shutdown waits for forks to drain as well as owners.
  */
 #include "core/rref.h"
 
@@ -32,7 +42,7 @@
 
 #define RETRIES 5 /* sendWithRetries' default maxRetries */
 #define MSG_CREATION_TIMED_OUT                                                                     \
-    "RRef creation via rpc.remote() timed out, and it is possible that the RRef on the owner "    \
+    "RRef creation via rpc.remote() timed out, and it is possible that the RRef on the owner "     \
     "node does not exist."
 
 typedef struct {
@@ -41,7 +51,7 @@ typedef struct {
 } CtxHandle;
 
 typedef struct {
-    RpcRRef *rref;       /* strong */
+    RpcRRef *rref; /* strong */
     RpcFuture *confirmed;
 } PendingUser;
 
@@ -78,7 +88,7 @@ struct RpcRRef {
     gboolean confirmed;
     gboolean deleted;
     gboolean timed_out;
-    gboolean assigned; /* OwnerRRef: a value is coming (remote() arrived, or local) */
+    gboolean assigned;      /* OwnerRRef: a value is coming (remote() arrived, or local) */
     RpcFuture *creation;    /* remote(): the REMOTE_CALL's future */
     RpcFuture *type_future; /* _get_type cache */
 };
@@ -224,8 +234,7 @@ rpc_rref_ctx_new(RpcAgent *a)
     c->pending_users =
         g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free, pending_user_free);
     c->confirmed_users = g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free, NULL);
-    c->pending_children =
-        g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free, rref_unref);
+    c->pending_children = g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free, rref_unref);
     c->live = g_hash_table_new(g_direct_hash, g_direct_equal);
     c->handle = g_new0(CtxHandle, 1);
     c->handle->refcount = 1;
@@ -312,8 +321,8 @@ check_owners_empty(RpcRRefCtx *c)
 /* --- RRef objects --------------------------------------------------------------- */
 
 static RpcRRef *
-rref_alloc(RpcRRefCtx *c, gboolean owner_side, gint owner, RpcGlobalId rref_id,
-           RpcGlobalId fork_id, const char *type_name, gboolean py_obj)
+rref_alloc(RpcRRefCtx *c, gboolean owner_side, gint owner, RpcGlobalId rref_id, RpcGlobalId fork_id,
+           const char *type_name, gboolean py_obj)
 {
     RpcRRef *r = g_new0(RpcRRef, 1);
     r->refcount = 1;
@@ -333,8 +342,7 @@ rref_alloc(RpcRRefCtx *c, gboolean owner_side, gint owner, RpcGlobalId rref_id,
         g_free(s);
     }
     g_hash_table_add(c->live, r);
-    TRACE(c, tk_create, owner, gid_key(rref_id), gid_key(fork_id),
-          owner_side ? "owner" : "user");
+    TRACE(c, tk_create, owner, gid_key(rref_id), gid_key(fork_id), owner_side ? "owner" : "user");
     return r;
 }
 
@@ -461,8 +469,8 @@ ack_done(RpcFuture *f, gpointer data, GError **error)
 
 /* Sends a control message with retries; fn runs on its outcome. */
 static void
-send_control(RpcRRefCtx *c, gint dst, RpcMessageType type, RpcValue *body, AckFunc fn,
-             gint64 key, gint64 aux)
+send_control(RpcRRefCtx *c, gint dst, RpcMessageType type, RpcValue *body, AckFunc fn, gint64 key,
+             gint64 aux)
 {
     GError *err = NULL;
     RpcFuture *f = rpc_agent_send_with_retries(c->a, dst, type, body, RETRIES,
@@ -500,8 +508,8 @@ send_user_delete(RpcRRef *r)
         return;
     r->deleted = TRUE;
     TRACE(c, tk_delete, r->owner, gid_key(r->rref_id), gid_key(r->fork_id), NULL);
-    send_control(c, r->owner, RPC_MSG_RREF_USER_DELETE, ids_body(r->rref_id, r->fork_id), NULL,
-                 0, 0);
+    send_control(c, r->owner, RPC_MSG_RREF_USER_DELETE, ids_body(r->rref_id, r->fork_id), NULL, 0,
+                 0);
 }
 
 static void
@@ -711,8 +719,8 @@ rpc_rref_forks_undo(RpcRRefCtx *c, GArray *forks)
 }
 
 gboolean
-rpc_rref_pickle(gpointer data, const RpcValue *opaque, const char **ext_name,
-                RpcValue **wire_value, GError **error)
+rpc_rref_pickle(gpointer data, const RpcValue *opaque, const char **ext_name, RpcValue **wire_value,
+                GError **error)
 {
     RpcAgent *a = data;
     RpcRRef *r = rpc_value_get_rref(opaque);
@@ -772,8 +780,7 @@ rpc_rref_unpickle(gpointer data, const char *ext_name, RpcValue *wire, GError **
     if (strcmp(ext_name, RPC_OBJECT_EXT_NAME) == 0)
         return rpc_object_unpickle(rpc_agent_registry(d->a), wire, error);
     if (strcmp(ext_name, "RRef") != 0) {
-        g_set_error(error, RPC_ERROR, RPC_ERROR_RUNTIME, "Can not unpickle '%s' objects",
-                    ext_name);
+        g_set_error(error, RPC_ERROR, RPC_ERROR_RUNTIME, "Can not unpickle '%s' objects", ext_name);
         return NULL;
     }
     RpcRRefCtx *c = rpc_agent_rref_ctx(d->a);
@@ -982,7 +989,10 @@ serve_fetch(RpcRRefCtx *c, gint from, gint64 id, RpcMessageType type, RpcValue *
                           rpc_value_new_string("malformed fetch request"));
         return;
     }
-    Fetch fe = {c->handle, c->a, from, id,
+    Fetch fe = {c->handle,
+                c->a,
+                from,
+                id,
                 type == RPC_MSG_PYTHON_RREF_FETCH_CALL ? RPC_MSG_PYTHON_RREF_FETCH_RET
                                                        : RPC_MSG_SCRIPT_RREF_FETCH_RET,
                 FALSE};
@@ -1313,10 +1323,10 @@ rpc_rref_to_here(RpcRRef *r, RpcTime timeout, GError **error)
     RpcValue *body = rpc_value_new_list();
     rpc_value_list_append(body, gid_value(r->rref_id));
     rpc_value_list_append(body, rpc_value_new_int(r->ctx->self));
-    RpcFuture *f = rpc_agent_send_request(
-        r->ctx->a, r->owner,
-        r->py_obj ? RPC_MSG_PYTHON_RREF_FETCH_CALL : RPC_MSG_SCRIPT_RREF_FETCH_CALL, body, timeout,
-        "to_here", error);
+    RpcFuture *f = rpc_agent_send_request(r->ctx->a, r->owner,
+                                          r->py_obj ? RPC_MSG_PYTHON_RREF_FETCH_CALL
+                                                    : RPC_MSG_SCRIPT_RREF_FETCH_CALL,
+                                          body, timeout, "to_here", error);
     rpc_value_unref(body);
     if (f == NULL)
         return NULL;
@@ -1327,11 +1337,10 @@ rpc_rref_to_here(RpcRRef *r, RpcTime timeout, GError **error)
 
 /* _rref_typeof_on_owner(rref): runs on the owner; waits for the value. */
 RpcValue *
-rpc_rref_internal_typeof(RpcAgent *a, const RpcValue *args, const RpcValue *kwargs,
-                         GError **error)
+rpc_rref_internal_typeof(RpcAgent *a, const RpcValue *args, const RpcValue *kwargs, GError **error)
 {
-    RpcRRef *r = rpc_value_list_len(args) == 1 ? rpc_value_get_rref(rpc_value_list_get(args, 0))
-                                               : NULL;
+    RpcRRef *r =
+        rpc_value_list_len(args) == 1 ? rpc_value_get_rref(rpc_value_list_get(args, 0)) : NULL;
     if (r == NULL) {
         g_set_error_literal(error, RPC_ERROR, RPC_ERROR_TYPE,
                             "_rref_typeof_on_owner() takes one RRef");
@@ -1377,11 +1386,10 @@ rpc_rref_get_type(RpcRRef *r, RpcTime timeout, GError **error)
         r->type_future = rpc_future_new(rpc_agent_executor(r->ctx->a));
         rpc_future_set_description(r->type_future, "_get_type: the OwnerRRef's value");
         if (r->timed_out)
-            rpc_future_fail_if_needed(r->type_future,
-                                      rpc_value_new_error(RPC_ERROR_RUNTIME, MSG_CREATION_TIMED_OUT));
+            rpc_future_fail_if_needed(
+                r->type_future, rpc_value_new_error(RPC_ERROR_RUNTIME, MSG_CREATION_TIMED_OUT));
         else
-            rpc_future_add_done_callback(r->value, owner_type_ready,
-                                         rpc_future_ref(r->type_future),
+            rpc_future_add_done_callback(r->value, owner_type_ready, rpc_future_ref(r->type_future),
                                          (GDestroyNotify)rpc_future_unref, NULL);
     } else {
         RpcValue *args = rpc_value_new_list();
@@ -1406,8 +1414,7 @@ rpc_rref_get_type(RpcRRef *r, RpcTime timeout, GError **error)
 /* _rref_proxy_invoke(rref, m, args, kwargs) on the owner:
  * getattr(rref.local_value(), m)(*args, **kwargs). */
 RpcValue *
-rpc_rref_internal_invoke(RpcAgent *a, const RpcValue *args, const RpcValue *kwargs,
-                         GError **error)
+rpc_rref_internal_invoke(RpcAgent *a, const RpcValue *args, const RpcValue *kwargs, GError **error)
 {
     RpcRRef *r = NULL;
     if (rpc_value_list_len(args) == 4)
@@ -1422,9 +1429,9 @@ rpc_rref_internal_invoke(RpcAgent *a, const RpcValue *args, const RpcValue *kwar
     RpcValue *target = rpc_rref_local_value(r, error);
     if (target == NULL)
         return NULL;
-    RpcValue *v = rpc_object_call_method(a, target, rpc_value_get_string(rpc_value_list_get(args, 1)),
-                                         rpc_value_list_get(args, 2), rpc_value_list_get(args, 3),
-                                         error);
+    RpcValue *v =
+        rpc_object_call_method(a, target, rpc_value_get_string(rpc_value_list_get(args, 1)),
+                               rpc_value_list_get(args, 2), rpc_value_list_get(args, 3), error);
     rpc_value_unref(target);
     return v;
 }
@@ -1678,8 +1685,8 @@ rpc_rref_ctx_delete_all_users(RpcRRefCtx *c, RpcTime timeout)
     GPtrArray *keys = sorted_keys(c->confirmed_users);
     GPtrArray *users = g_ptr_array_new_with_free_func(rref_unref);
     for (guint i = 0; i < keys->len; i++)
-        g_ptr_array_add(users, rref_ref(g_hash_table_lookup(c->confirmed_users,
-                                                            g_ptr_array_index(keys, i))));
+        g_ptr_array_add(
+            users, rref_ref(g_hash_table_lookup(c->confirmed_users, g_ptr_array_index(keys, i))));
     g_ptr_array_unref(keys);
     g_hash_table_remove_all(c->confirmed_users);
     for (guint i = 0; i < users->len; i++)

@@ -62,19 +62,33 @@ RpcValue *rpc_rref_to_here(RpcRRef *r, RpcTime timeout, GError **error);
 RpcValue *rpc_rref_local_value(RpcRRef *r, GError **error);
 /* _get_future(): the creation future (transfer none; owners: completed). */
 RpcFuture *rpc_rref_creation_future(RpcRRef *r);
-/* _get_type(timeout, blocking): the value's type name as a string value.
- * Cached: only the first call sends "_rref_typeof_on_owner"; non-blocking
- * calls return the same future (transfer full). */
+/* _get_type(timeout, blocking): the value's type name as a string value
+ * ("Tensor", "int", "MyClass"); a value the owner stores as an error (the
+ * remote function raised) fails it with that error's kind.  On a user the
+ * first call sends "_rref_typeof_on_owner" with this timeout; the future is
+ * cached after it succeeds, and every call meanwhile gets the same future
+ * (a failed one is forgotten: the next call asks again).  Blocking is the
+ * caller's wait on it (transfer full). */
 RpcFuture *rpc_rref_get_type(RpcRRef *r, RpcTime timeout, GError **error);
 
-/* The proxies: rref.rpc_sync().m(*args), rref.rpc_async().m(…),
- * rref.remote().m(…) — call method m of the owner's object. */
+/* The proxies (spec §3.5, §4.7): rref.rpc_sync(timeout).m(*args, **kwargs),
+ * rref.rpc_async(timeout).m(…), rref.remote(timeout).m(…) — method m of the
+ * owner's value, run there by "_rref_proxy_invoke" (or its async_execution
+ * twin when m is @async_execution).  Each resolves the type first with
+ * rpc_rref_get_type(r, timeout) and checks on the caller that the type has
+ * attribute m: AttributeError "type object '<T>' has no attribute '<m>'".
+ * sync and remote wait for the type, so its errors (a timeout) are raised
+ * by the call itself; async returns a fresh future at once that receives
+ * the type's error, the AttributeError or the call's outcome.  The call uses
+ * the same timeout.  args (list) and kwargs (dict) are (transfer full) and
+ * nullable, as for rpc_async. */
 RpcValue *rpc_rref_proxy_sync(RpcRRef *r, const char *method, RpcValue *args, RpcValue *kwargs,
                               RpcTime timeout, GError **error);
-RpcFuture *rpc_rref_proxy_async(RpcRRef *r, const char *method, RpcValue *args,
-                                RpcValue *kwargs, RpcTime timeout, GError **error);
-RpcValue *rpc_rref_proxy_remote(RpcRRef *r, const char *method, RpcValue *args,
-                                RpcValue *kwargs, RpcTime timeout, GError **error);
+RpcFuture *rpc_rref_proxy_async(RpcRRef *r, const char *method, RpcValue *args, RpcValue *kwargs,
+                                RpcTime timeout, GError **error);
+/* An RRef value (transfer full) of the method's result on the owner. */
+RpcValue *rpc_rref_proxy_remote(RpcRRef *r, const char *method, RpcValue *args, RpcValue *kwargs,
+                                RpcTime timeout, GError **error);
 
 /* _rref_context_get_debug_info() of the agent's RRef context. */
 typedef struct RpcRRefDebugInfo {

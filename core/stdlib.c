@@ -143,8 +143,7 @@ need_tensor(const char *op, const RpcValue *v, guint i, GError **error)
 {
     if (rpc_value_type(v) == RPC_VALUE_TENSOR)
         return TRUE;
-    g_set_error(error, RPC_ERROR, RPC_ERROR_TYPE,
-                "%s(): argument %u must be Tensor, not %s", op, i,
+    g_set_error(error, RPC_ERROR, RPC_ERROR_TYPE, "%s(): argument %u must be Tensor, not %s", op, i,
                 rpc_value_type_name(rpc_value_type(v)));
     return FALSE;
 }
@@ -154,8 +153,8 @@ op_matmul(RpcAgent *self, const RpcValue *args, const RpcValue *kwargs, GError *
 {
     if (!need_tensor("matmul", ARG(0), 0, error) || !need_tensor("matmul", ARG(1), 1, error))
         return NULL;
-    RpcTensor *r = rpc_tensor_matmul(rpc_value_get_tensor(ARG(0)), rpc_value_get_tensor(ARG(1)),
-                                     error);
+    RpcTensor *r =
+        rpc_tensor_matmul(rpc_value_get_tensor(ARG(0)), rpc_value_get_tensor(ARG(1)), error);
     return r ? rpc_value_new_tensor(r) : NULL;
 }
 
@@ -239,8 +238,7 @@ sleep_seconds(RpcAgent *self, const RpcValue *secs, GError **error)
     }
     double s = number_of(secs);
     if (s < 0) {
-        g_set_error_literal(error, RPC_ERROR, RPC_ERROR_VALUE,
-                            "sleep length must be non-negative");
+        g_set_error_literal(error, RPC_ERROR, RPC_ERROR_VALUE, "sleep length must be non-negative");
         return FALSE;
     }
     return rpc_executor_sleep(rpc_agent_executor(self), (RpcTime)llround(s * RPC_S), error);
@@ -275,8 +273,7 @@ udf_raise_func(RpcAgent *self, const RpcValue *args, const RpcValue *kwargs, GEr
 }
 
 static RpcValue *
-udf_raise_func_escape(RpcAgent *self, const RpcValue *args, const RpcValue *kwargs,
-                      GError **error)
+udf_raise_func_escape(RpcAgent *self, const RpcValue *args, const RpcValue *kwargs, GError **error)
 {
     g_set_error_literal(error, RPC_ERROR, RPC_ERROR_VALUE,
                         "\nFirst line of error \n next line of error \n last line of error");
@@ -286,8 +283,7 @@ udf_raise_func_escape(RpcAgent *self, const RpcValue *args, const RpcValue *kwar
 /* CustomException(bool, msg) cannot be rebuilt from a message alone; the
  * caller gets "Failed to create original exception type…". */
 static RpcValue *
-udf_custom_raise_func(RpcAgent *self, const RpcValue *args, const RpcValue *kwargs,
-                      GError **error)
+udf_custom_raise_func(RpcAgent *self, const RpcValue *args, const RpcValue *kwargs, GError **error)
 {
     g_set_error_literal(error, RPC_ERROR, RPC_ERROR_USER, "custom exception");
     return NULL;
@@ -310,8 +306,7 @@ udf_raise_or_inc(RpcAgent *self, const RpcValue *args, const RpcValue *kwargs, G
 }
 
 static RpcValue *
-udf_return_callee_id(RpcAgent *self, const RpcValue *args, const RpcValue *kwargs,
-                     GError **error)
+udf_return_callee_id(RpcAgent *self, const RpcValue *args, const RpcValue *kwargs, GError **error)
 {
     return rpc_value_new_int(rpc_agent_id(self));
 }
@@ -372,8 +367,8 @@ udf_multi_layer_nested_async_rpc(RpcAgent *self, const RpcValue *args, const Rpc
         rpc_value_list_append(a, rpc_value_new_int((dst + 1) % ws));
         rpc_value_list_append(a, rpc_value_new_int(ws));
         rpc_value_list_append(a, rpc_value_new_int(ttl - 1));
-        RpcFuture *f = rpc_async(self, to, "multi_layer_nested_async_rpc", a, NULL,
-                                 RPC_TIMEOUT_UNSET, error);
+        RpcFuture *f =
+            rpc_async(self, to, "multi_layer_nested_async_rpc", a, NULL, RPC_TIMEOUT_UNSET, error);
         rpc_value_unref(to);
         if (f == NULL)
             return NULL;
@@ -486,9 +481,9 @@ static RpcFuture *
 async_add_call(RpcAgent *self, const RpcValue *to, const RpcValue *x, const RpcValue *y,
                GError **error)
 {
-    return rpc_async(self, to, "add", args2(rpc_value_ref((RpcValue *)x),
-                                            rpc_value_ref((RpcValue *)y)),
-                     NULL, RPC_TIMEOUT_UNSET, error);
+    return rpc_async(self, to, "add",
+                     args2(rpc_value_ref((RpcValue *)x), rpc_value_ref((RpcValue *)y)), NULL,
+                     RPC_TIMEOUT_UNSET, error);
 }
 
 static RpcValue *
@@ -522,8 +517,7 @@ chain_add(RpcFuture *f, const RpcValue *z)
 }
 
 static RpcValue *
-udf_async_add_chained(RpcAgent *self, const RpcValue *args, const RpcValue *kwargs,
-                      GError **error)
+udf_async_add_chained(RpcAgent *self, const RpcValue *args, const RpcValue *kwargs, GError **error)
 {
     static const char *const names[] = {"to", "x", "y", "z", NULL};
     BIND("async_add_chained", names, 4);
@@ -576,8 +570,7 @@ udf_async_add_with_future_ctor(RpcAgent *self, const RpcValue *args, const RpcVa
 }
 
 static RpcValue *
-udf_async_add_nested(RpcAgent *self, const RpcValue *args, const RpcValue *kwargs,
-                     GError **error)
+udf_async_add_nested(RpcAgent *self, const RpcValue *args, const RpcValue *kwargs, GError **error)
 {
     static const char *const names[] = {"to", "x", "y", "z", NULL};
     BIND("async_add_nested", names, 4);
@@ -675,16 +668,14 @@ udf_async_add_multi_fanout(RpcAgent *self, const RpcValue *args, const RpcValue 
 }
 
 static RpcValue *
-udf_async_raise_func(RpcAgent *self, const RpcValue *args, const RpcValue *kwargs,
-                     GError **error)
+udf_async_raise_func(RpcAgent *self, const RpcValue *args, const RpcValue *kwargs, GError **error)
 {
     g_set_error_literal(error, RPC_ERROR, RPC_ERROR_RUNTIME, "Expected error");
     return NULL;
 }
 
 static RpcValue *
-udf_async_wrong_type(RpcAgent *self, const RpcValue *args, const RpcValue *kwargs,
-                     GError **error)
+udf_async_wrong_type(RpcAgent *self, const RpcValue *args, const RpcValue *kwargs, GError **error)
 {
     return ones_value(2, 2);
 }
@@ -749,8 +740,7 @@ udf_rpc_return_rref(RpcAgent *self, const RpcValue *args, const RpcValue *kwargs
 
 /* rref_forward_chain(dst, world_size, rref, ttl) */
 static RpcValue *
-udf_rref_forward_chain(RpcAgent *self, const RpcValue *args, const RpcValue *kwargs,
-                       GError **error)
+udf_rref_forward_chain(RpcAgent *self, const RpcValue *args, const RpcValue *kwargs, GError **error)
 {
     static const char *const names[] = {"dst", "world_size", "rref", "ttl", NULL};
     BIND("rref_forward_chain", names, 4);
@@ -778,8 +768,7 @@ udf_rref_forward_chain(RpcAgent *self, const RpcValue *args, const RpcValue *kwa
 
 /* add_rref_to_value(rref, v): rref.to_here() + v */
 static RpcValue *
-udf_add_rref_to_value(RpcAgent *self, const RpcValue *args, const RpcValue *kwargs,
-                      GError **error)
+udf_add_rref_to_value(RpcAgent *self, const RpcValue *args, const RpcValue *kwargs, GError **error)
 {
     static const char *const names[] = {"rref", "value", NULL};
     BIND("add_rref_to_value", names, 2);
@@ -796,8 +785,7 @@ udf_add_rref_to_value(RpcAgent *self, const RpcValue *args, const RpcValue *kwar
 
 /* my_rref_function(a, b): a.to_here() + b.to_here() */
 static RpcValue *
-udf_my_rref_function(RpcAgent *self, const RpcValue *args, const RpcValue *kwargs,
-                     GError **error)
+udf_my_rref_function(RpcAgent *self, const RpcValue *args, const RpcValue *kwargs, GError **error)
 {
     static const char *const names[] = {"rref_a", "rref_b", NULL};
     BIND("my_rref_function", names, 2);
@@ -849,10 +837,22 @@ udf_make_rref(RpcAgent *self, const RpcValue *args, const RpcValue *kwargs, GErr
 
 /* --- the table ------------------------------------------------------------------ */
 
-#define BUILTIN(n, q, f, lo, hi, d) {n, q, f, RPC_FUNC_BUILTIN, lo, hi, d}
-#define UDF(n, f, d) {n, NULL, f, 0, 0, -1, d}
-#define ASYNC(n, f, d) {n, NULL, f, RPC_FUNC_ASYNC, 0, -1, d}
-#define INTERNAL(n, q, f) {n, q, f, RPC_FUNC_INTERNAL, 0, -1, "used by the runtime"}
+#define BUILTIN(n, q, f, lo, hi, d)                                                                \
+    {                                                                                              \
+        n, q, f, RPC_FUNC_BUILTIN, lo, hi, d                                                       \
+    }
+#define UDF(n, f, d)                                                                               \
+    {                                                                                              \
+        n, NULL, f, 0, 0, -1, d                                                                    \
+    }
+#define ASYNC(n, f, d)                                                                             \
+    {                                                                                              \
+        n, NULL, f, RPC_FUNC_ASYNC, 0, -1, d                                                       \
+    }
+#define INTERNAL(n, q, f)                                                                          \
+    {                                                                                              \
+        n, q, f, RPC_FUNC_INTERNAL, 0, -1, "used by the runtime"                                   \
+    }
 
 static const RpcFunctionDef stdlib_defs[] = {
     BUILTIN("add", "aten::add", op_add, 2, 2, "torch.add(a, b)"),

@@ -318,8 +318,8 @@ body_other_collectives(RpcTestCtx *ctx, gint rank)
         rpc_value_unref(v);
     }
     /* allgather: different sizes and dtypes per member are fine */
-    RpcTensor *mine = data_tensor(rank % 2 ? RPC_DTYPE_FLOAT32 : RPC_DTYPE_FLOAT64, 6, (guint)rank,
-                                  rank + 1);
+    RpcTensor *mine =
+        data_tensor(rank % 2 ? RPC_DTYPE_FLOAT32 : RPC_DTYPE_FLOAT64, 6, (guint)rank, rank + 1);
     RpcValue *list = wait_ok(rpc_pg_allgather(pg, mine, RPC_TIMEOUT_UNSET));
     g_assert_cmpuint(rpc_value_list_len(list), ==, n);
     for (guint r = 0; r < n; r++) {
@@ -396,8 +396,8 @@ body_timing(RpcTestCtx *ctx, gint rank)
     RpcTensor *t = data_tensor(tc->dt, 3, (guint)rank, tc->numel);
     rt_barrier(ctx, rank);
     g_assert_cmpint(rt_now(ctx), ==, tc->t0);
-    RpcValue *v = wait_ok(rpc_pg_allreduce_lowp(pg, t, RPC_REDUCE_SUM, tc->prec,
-                                                RPC_TIMEOUT_UNSET));
+    RpcValue *v =
+        wait_ok(rpc_pg_allreduce_lowp(pg, t, RPC_REDUCE_SUM, tc->prec, RPC_TIMEOUT_UNSET));
     g_assert_cmpint(rt_now(ctx) - tc->t0, ==, tc->expected);
     rpc_value_unref(v);
     rpc_tensor_unref(t);
@@ -437,12 +437,9 @@ test_timing_model(void)
     static const guint ns[] = {2, 3, 4, 8};
     for (guint i = 0; i < G_N_ELEMENTS(ns); i++) {
         guint n = ns[i];
-        run_timing(n, 1024 * n, RPC_DTYPE_FLOAT32, RPC_PRECISION_NATIVE, 10 * RPC_US,
-                   1000000000u);
-        run_timing(n, 3000 * n, RPC_DTYPE_FLOAT64, RPC_PRECISION_NATIVE, 250 * RPC_US,
-                   12500000u);
-        run_timing(n, 4096 * n, RPC_DTYPE_FLOAT32, RPC_PRECISION_FP16, 10 * RPC_US,
-                   1000000000u);
+        run_timing(n, 1024 * n, RPC_DTYPE_FLOAT32, RPC_PRECISION_NATIVE, 10 * RPC_US, 1000000000u);
+        run_timing(n, 3000 * n, RPC_DTYPE_FLOAT64, RPC_PRECISION_NATIVE, 250 * RPC_US, 12500000u);
+        run_timing(n, 4096 * n, RPC_DTYPE_FLOAT32, RPC_PRECISION_FP16, 10 * RPC_US, 1000000000u);
         run_timing(n, 7 * n, RPC_DTYPE_FLOAT64, RPC_PRECISION_BF16, 1 * RPC_MS, 333333u);
     }
 }
@@ -875,9 +872,9 @@ body_lowp_mismatch(RpcTestCtx *ctx, gint rank)
     RpcProcessGroup *pg = pg_all(ctx, rank);
     rt_barrier(ctx, rank);
     RpcTensor *t = rpc_tensor_ones2(2, 4);
-    RpcFuture *f = rank == 0 ? rpc_pg_allreduce_lowp(pg, t, RPC_REDUCE_SUM, RPC_PRECISION_FP16,
-                                                     100 * RPC_MS)
-                             : rpc_pg_allreduce(pg, t, RPC_REDUCE_SUM, 100 * RPC_MS);
+    RpcFuture *f =
+        rank == 0 ? rpc_pg_allreduce_lowp(pg, t, RPC_REDUCE_SUM, RPC_PRECISION_FP16, 100 * RPC_MS)
+                  : rpc_pg_allreduce(pg, t, RPC_REDUCE_SUM, 100 * RPC_MS);
     GError *err = NULL;
     RpcValue *v = rpc_future_wait(f, &err);
     g_assert_null(v);
@@ -957,11 +954,10 @@ body_after_shutdown(RpcTestCtx *ctx, gint rank)
     g_assert_true(rpc_agent_shutdown(rt_agent(ctx, rank), TRUE, 0, &err));
     g_assert_no_error(err);
     RpcTensor *t = rpc_tensor_ones2(2, 2);
-    wait_error(rpc_pg_allreduce(pg, t, RPC_REDUCE_SUM, RPC_TIMEOUT_UNSET),
-               RPC_MSG_NOT_INITIALIZED, TRUE);
+    wait_error(rpc_pg_allreduce(pg, t, RPC_REDUCE_SUM, RPC_TIMEOUT_UNSET), RPC_MSG_NOT_INITIALIZED,
+               TRUE);
     if (rank == 0)
-        wait_error(rpc_pg_broadcast(pg, t, 0, RPC_TIMEOUT_UNSET), RPC_MSG_NOT_INITIALIZED,
-                   TRUE);
+        wait_error(rpc_pg_broadcast(pg, t, 0, RPC_TIMEOUT_UNSET), RPC_MSG_NOT_INITIALIZED, TRUE);
     g_assert_null(rpc_pg_new(rt_agent(ctx, rank), 8, NULL, 0, &err));
     g_assert_cmpstr(err->message, ==, RPC_MSG_NOT_INITIALIZED);
     g_clear_error(&err);
@@ -993,8 +989,7 @@ body_malformed_chunk(RpcTestCtx *ctx, gint rank)
                             rpc_value_none(), NULL),
                     RPC_TIMEOUT_UNSET, &err);
         g_assert_null(v);
-        rt_assert_error(&err, RPC_ERROR_VALUE,
-                        "process group chunk from rank 9 of a group of 4");
+        rt_assert_error(&err, RPC_ERROR_VALUE, "process group chunk from rank 9 of a group of 4");
         /* a well-formed chunk ahead of its collective: buffered and used by
          * worker1's barrier #1; the real one from worker0 is then dropped */
         v = rt_sync(ctx, 0, 1, RPC_PG_CHUNK_FUNC,
@@ -1242,11 +1237,11 @@ test_conversion_edges(void)
     g_assert_cmpuint(rpc_fp16_from_double(ldexp(1, -24)), ==, 0x0001); /* least subnormal */
     g_assert_cmpuint(rpc_fp16_from_double(ldexp(1, -25)), ==, 0x0000); /* tie: to even 0 */
     g_assert_cmpuint(rpc_fp16_from_double(nextafter(ldexp(1, -25), 1)), ==, 0x0001);
-    g_assert_cmpuint(rpc_fp16_from_double(ldexp(3, -25)), ==, 0x0002); /* 1.5 ulp: to even 2 */
-    g_assert_cmpuint(rpc_fp16_from_double(ldexp(1, -14)), ==, 0x0400); /* least normal */
+    g_assert_cmpuint(rpc_fp16_from_double(ldexp(3, -25)), ==, 0x0002);      /* 1.5 ulp: to even 2 */
+    g_assert_cmpuint(rpc_fp16_from_double(ldexp(1, -14)), ==, 0x0400);      /* least normal */
     g_assert_cmpuint(rpc_fp16_from_double(ldexp(1023.5, -24)), ==, 0x0400); /* rounds up to it */
     g_assert_cmpuint(rpc_fp16_from_double(-ldexp(1, -30)), ==, 0x8000);
-    g_assert_cmpuint(rpc_fp16_from_double(5e-324), ==, 0x0000);         /* double subnormal */
+    g_assert_cmpuint(rpc_fp16_from_double(5e-324), ==, 0x0000);              /* double subnormal */
     g_assert_cmpuint(rpc_fp16_from_double(1.0 + ldexp(1, -11)), ==, 0x3c00); /* tie, even */
     g_assert_cmpuint(rpc_fp16_from_double(1.0 + ldexp(3, -11)), ==, 0x3c02); /* tie, even */
     g_assert_cmpuint(rpc_fp16_from_double(2049.0), ==, 0x6800);              /* tie: 2048 */

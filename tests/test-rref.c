@@ -45,7 +45,7 @@
 #define TIMEOUT_MSG(ms)                                                                            \
     "RPCErr:1:RPC ran for more than set timeout (" #ms " ms) and will now be marked with an error"
 #define MSG_CREATION                                                                               \
-    "RRef creation via rpc.remote() timed out, and it is possible that the RRef on the owner "    \
+    "RRef creation via rpc.remote() timed out, and it is possible that the RRef on the owner "     \
     "node does not exist."
 
 /* --- helpers ------------------------------------------------------------------ */
@@ -290,8 +290,8 @@ body_send_to_rank_remote(RpcTestCtx *ctx, gint rank)
     RpcAgent *a = rt_agent(ctx, rank);
     GError *err = NULL;
     RpcValue *to = rt_int(rt_next(ctx, rank, 1));
-    RpcValue *r = rpc_remote(a, to, "add", rt_args(rt_ones(2, 2), rt_int(1), NULL), NULL, UNSET,
-                             &err);
+    RpcValue *r =
+        rpc_remote(a, to, "add", rt_args(rt_ones(2, 2), rt_int(1), NULL), NULL, UNSET, &err);
     g_assert_no_error(err);
     assert_to_here(r, rt_full(2, 2, 2));
     rpc_value_unref(r);
@@ -299,16 +299,16 @@ body_send_to_rank_remote(RpcTestCtx *ctx, gint rank)
     const gint64 bad[] = {5, -1};
     for (guint i = 0; i < G_N_ELEMENTS(bad); i++) {
         to = rt_int(bad[i]);
-        g_assert_null(rpc_remote(a, to, "add", rt_args(rt_ones(2, 2), rt_int(1), NULL), NULL,
-                                 UNSET, &err));
+        g_assert_null(
+            rpc_remote(a, to, "add", rt_args(rt_ones(2, 2), rt_int(1), NULL), NULL, UNSET, &err));
         rt_assert_error(&err, RPC_ERROR_RUNTIME, "could not find destination");
         rpc_value_unref(to);
     }
     const double off[] = {-0.5, 0.5};
     for (guint i = 0; i < G_N_ELEMENTS(off); i++) {
         to = rpc_value_new_double(rt_next(ctx, rank, 1) + off[i]);
-        g_assert_null(rpc_remote(a, to, "add", rt_args(rt_ones(2, 2), rt_int(1), NULL), NULL,
-                                 UNSET, &err));
+        g_assert_null(
+            rpc_remote(a, to, "add", rt_args(rt_ones(2, 2), rt_int(1), NULL), NULL, UNSET, &err));
         rt_assert_error(&err, RPC_ERROR_VALUE, "Cannot get WorkerInfo from name");
         rpc_value_unref(to);
     }
@@ -354,12 +354,12 @@ body_py_class_methods(RpcTestCtx *ctx, gint rank)
     rpc_value_unref(v);
     /* test_py_class_instance_method: MyClass(2).my_instance_method */
     GError *err = NULL;
-    RpcValue *obj = construct(rt_agent(ctx, rank), &rpc_class_my_class,
-                                         rt_args(rt_int(2), NULL), NULL, &err);
+    RpcValue *obj =
+        construct(rt_agent(ctx, rank), &rpc_class_my_class, rt_args(rt_int(2), NULL), NULL, &err);
     g_assert_no_error(err);
-    rt_assert_value(sync_ok(ctx, rank, next, "MyClass.my_instance_method",
-                            rt_args(obj, rt_int(n), NULL)),
-                    rt_int(2 + n));
+    rt_assert_value(
+        sync_ok(ctx, rank, next, "MyClass.my_instance_method", rt_args(obj, rt_int(n), NULL)),
+        rt_int(2 + n));
     /* test_py_class_method, test_py_class_static_method */
     rt_assert_value(sync_ok(ctx, rank, next, "MyClass.my_class_method",
                             rt_args(rt_int(n), rt_int(n + 1), NULL)),
@@ -590,8 +590,8 @@ body_rref_str(RpcTestCtx *ctx, gint rank)
     char want[160];
     g_snprintf(want, sizeof want, "OwnerRRef(GloballyUniqueId(created_on=%d, local_id=0))", rank);
     assert_repr(own, want);
-    RpcValue *user = remote_ok(ctx, rank, rt_next(ctx, rank, 1), "add",
-                               rt_args(rt_ones(2, 2), rt_int(1), NULL));
+    RpcValue *user =
+        remote_ok(ctx, rank, rt_next(ctx, rank, 1), "add", rt_args(rt_ones(2, 2), rt_int(1), NULL));
     g_snprintf(want, sizeof want,
                "UserRRef(RRefId = GloballyUniqueId(created_on=%d, local_id=1), ForkId = "
                "GloballyUniqueId(created_on=%d, local_id=2))",
@@ -617,9 +617,9 @@ body_pass_local_rrefs(RpcTestCtx *ctx, gint rank)
 {
     gint dst = rt_next(ctx, rank, 1);
     RpcValue *rref = local_rref(ctx, rank, rt_int(40));
-    rt_assert_value(
-        sync_ok(ctx, rank, dst, "add_rref_to_value", rt_args(rpc_value_ref(rref), rt_int(50), NULL)),
-        rt_int(90));
+    rt_assert_value(sync_ok(ctx, rank, dst, "add_rref_to_value",
+                            rt_args(rpc_value_ref(rref), rt_int(50), NULL)),
+                    rt_int(90));
     rt_assert_wait(rt_async(ctx, rank, dst, "add_rref_to_value",
                             rt_args(rpc_value_ref(rref), rt_int(50), NULL), UNSET),
                    rt_int(90));
@@ -742,8 +742,7 @@ body_rref_proxy_tensor(RpcTestCtx *ctx, gint rank)
     rt_assert_value(proxy_sync_ok(r, "size", NULL), rt_args(rt_int(2), rt_int(2), NULL));
     rt_assert_value(proxy_async_ok(r, "add", rt_args(rt_int(1), NULL)), rt_full(2, 2, 6));
     gint64 shape[2] = {1, 4};
-    RpcValue *want =
-        rpc_value_new_tensor(rpc_tensor_new_full(RPC_DTYPE_FLOAT32, 2, shape, 5.0));
+    RpcValue *want = rpc_value_new_tensor(rpc_tensor_new_full(RPC_DTYPE_FLOAT32, 2, shape, 5.0));
     rt_assert_value(proxy_remote_ok(r, "view", rt_args(rt_int(1), rt_int(4), NULL)), want);
     /* sum(), and view() given one list */
     rt_assert_value(proxy_sync_ok(r, "sum", NULL),
@@ -840,7 +839,8 @@ body_rref_proxy_non_exist(RpcTestCtx *ctx, gint rank)
                        "type object 'MyClass' has no attribute 'non_exist'");
     RpcValue *i = local_rref(ctx, rank, rt_int(5));
     g_assert_null(rpc_rref_proxy_sync(R(i), "bit_length", NULL, NULL, UNSET, &err));
-    assert_error_exact(&err, RPC_ERROR_ATTRIBUTE, "type object 'int' has no attribute 'bit_length'");
+    assert_error_exact(&err, RPC_ERROR_ATTRIBUTE,
+                       "type object 'int' has no attribute 'bit_length'");
     rpc_value_unref(i);
     rpc_value_unref(c);
     rpc_value_unref(r);
@@ -858,8 +858,8 @@ body_rref_type(RpcTestCtx *ctx, gint rank)
 {
     DetailCount *typeof_sends = ctx->data;
     GError *err = NULL;
-    RpcValue *r = remote_ok(ctx, rank, rt_next(ctx, rank, 1), "add",
-                            rt_args(rt_ones1(2), rt_int(1), NULL));
+    RpcValue *r =
+        remote_ok(ctx, rank, rt_next(ctx, rank, 1), "add", rt_args(rt_ones1(2), rt_int(1), NULL));
     guint before = typeof_sends->count;
     RpcFuture *first = rpc_rref_get_type(R(r), UNSET, &err);
     g_assert_no_error(err);
@@ -958,8 +958,8 @@ test_user_rrefs_confirmed(void)
 static void
 body_confirmed_by_owner(RpcTestCtx *ctx, gint rank)
 {
-    RpcValue *r = remote_ok(ctx, rank, rt_next(ctx, rank, 1), "add",
-                            rt_args(rt_int(1), rt_int(1), NULL));
+    RpcValue *r =
+        remote_ok(ctx, rank, rt_next(ctx, rank, 1), "add", rt_args(rt_int(1), rt_int(1), NULL));
     g_assert_false(rpc_rref_confirmed_by_owner(R(r)));
     assert_to_here(r, rt_int(2));
     g_assert_true(rpc_rref_confirmed_by_owner(R(r)));
@@ -1105,16 +1105,16 @@ body_return_local_rrefs(RpcTestCtx *ctx, gint rank)
     for (guint i = 0; i < 3; i++) {
         RpcRRef *r = R(rpc_value_list_get(list, i));
         g_assert_cmpint(rpc_rref_owner_id(r), ==, dst);
-        rpc_value_unref(sync_ok(ctx, rank, dst, "call_method_on_rref",
-                                rt_args(rt_str("MyClass.increment_value"),
-                                        rpc_value_ref(rpc_value_list_get(list, i)), rt_int(10),
-                                        NULL)));
+        rpc_value_unref(
+            sync_ok(ctx, rank, dst, "call_method_on_rref",
+                    rt_args(rt_str("MyClass.increment_value"),
+                            rpc_value_ref(rpc_value_list_get(list, i)), rt_int(10), NULL)));
     }
     for (guint i = 0; i < 3; i++)
-        rt_assert_value(sync_ok(ctx, rank, dst, "call_method_on_rref",
-                                rt_args(rt_str("get_value"),
-                                        rpc_value_ref(rpc_value_list_get(list, i)), NULL)),
-                        rt_int(11 + i));
+        rt_assert_value(
+            sync_ok(ctx, rank, dst, "call_method_on_rref",
+                    rt_args(rt_str("get_value"), rpc_value_ref(rpc_value_list_get(list, i)), NULL)),
+            rt_int(11 + i));
     /* a method of another class, or one that does not exist */
     GError *err = NULL;
     g_assert_null(rt_sync(ctx, rank, dst, "call_method_on_rref",
@@ -1124,16 +1124,15 @@ body_return_local_rrefs(RpcTestCtx *ctx, gint rank)
     rt_assert_error(&err, RPC_ERROR_TYPE,
                     "bound_async_add() requires a 'AsyncExecutionClass' object");
     g_assert_null(rt_sync(ctx, rank, dst, "call_method_on_rref",
-                          rt_args(rt_str("nope"), rpc_value_ref(rpc_value_list_get(list, 0)),
-                                  NULL),
+                          rt_args(rt_str("nope"), rpc_value_ref(rpc_value_list_get(list, 0)), NULL),
                           UNSET, &err));
     rt_assert_error(&err, RPC_ERROR_ATTRIBUTE, "'MyClass' object has no attribute 'nope'");
     g_assert_null(rt_sync(ctx, rank, dst, "call_method_on_rref",
                           rt_args(rt_str("a"), rpc_value_ref(rpc_value_list_get(list, 0)), NULL),
                           UNSET, &err));
     rt_assert_error(&err, RPC_ERROR_TYPE, "'int' object is not callable");
-    g_assert_null(rt_sync(ctx, rank, dst, "call_method_on_rref", rt_args(rt_int(1), NULL), UNSET,
-                          &err));
+    g_assert_null(
+        rt_sync(ctx, rank, dst, "call_method_on_rref", rt_args(rt_int(1), NULL), UNSET, &err));
     rt_assert_error(&err, RPC_ERROR_TYPE, "takes a method name and an RRef");
     rpc_value_unref(list);
 }
@@ -1150,8 +1149,7 @@ test_return_local_rrefs(void)
 static void
 body_rref_timeout(RpcTestCtx *ctx, gint rank)
 {
-    RpcValue *rref =
-        remote_t(ctx, rank, 1, "my_sleep_func", rt_args(rt_int(2), NULL), 10 * RPC_MS);
+    RpcValue *rref = remote_t(ctx, rank, 1, "my_sleep_func", rt_args(rt_int(2), NULL), 10 * RPC_MS);
     GError *err = NULL;
     RpcValue *v = rpc_future_wait(rpc_rref_creation_future(R(rref)), &err);
     g_assert_null(v);
@@ -1161,8 +1159,8 @@ body_rref_timeout(RpcTestCtx *ctx, gint rank)
     g_assert_null(rpc_rref_to_here(R(rref), UNSET, &err));
     assert_error_exact(&err, RPC_ERROR_RUNTIME, MSG_CREATION);
     /* forking it fails the same way, synchronously */
-    g_assert_null(rt_sync(ctx, rank, 2, "rref_to_here", rt_args(rpc_value_ref(rref), NULL), UNSET,
-                          &err));
+    g_assert_null(
+        rt_sync(ctx, rank, 2, "rref_to_here", rt_args(rpc_value_ref(rref), NULL), UNSET, &err));
     assert_error_exact(&err, RPC_ERROR_RUNTIME, MSG_CREATION);
     wait_owners_forks(ctx, rank, 1, 1, 1);
     rpc_value_unref(rref);
@@ -1214,8 +1212,8 @@ body_rref_proxy_timeout(RpcTestCtx *ctx, gint rank)
                                 2 * RPC_S, TIMEOUT_MSG(2000));
         g_assert_cmpint(rt_now(ctx), ==, t0 + 2 * RPC_S);
         /* rpc.remote() stuck in the 2 s constructor: the type fetch times out */
-        RpcValue *slow =
-            remote_ok(ctx, rank, dst, "MyClass", rt_args(rt_ones(2, 2), rpc_value_new_bool(TRUE), NULL));
+        RpcValue *slow = remote_ok(ctx, rank, dst, "MyClass",
+                                   rt_args(rt_ones(2, 2), rpc_value_new_bool(TRUE), NULL));
         t0 = rt_now(ctx);
         proxy_call_expect_error(slow, api, "my_instance_method", rt_args(rt_ones(2, 2), NULL),
                                 10 * RPC_MS, TIMEOUT_MSG(10));
@@ -1225,8 +1223,7 @@ body_rref_proxy_timeout(RpcTestCtx *ctx, gint rank)
         g_assert_nonnull(rpc_value_get_object(obj));
         /* the failed type fetch was not cached: the proxy works now */
         GError *err = NULL;
-        RpcValue *v =
-            rpc_rref_proxy_sync(R(slow), "get_value", NULL, NULL, UNSET, &err);
+        RpcValue *v = rpc_rref_proxy_sync(R(slow), "get_value", NULL, NULL, UNSET, &err);
         g_assert_no_error(err);
         rt_assert_value(v, rt_ones(2, 2));
         rpc_value_unref(obj);
@@ -1250,18 +1247,18 @@ body_async_remote_modes(RpcTestCtx *ctx, gint rank)
     /* 91: future_ctor / chained / nested → ones + 3 */
     const char *f91[] = {"async_add_with_future_ctor", "async_add_chained", "async_add_nested"};
     for (guint i = 0; i < G_N_ELEMENTS(f91); i++) {
-        RpcValue *r = remote_ok(ctx, rank, dst1, f91[i],
-                                rt_args(rt_name(ctx, dst2), rt_ones(2, 2), rt_int(1), rt_int(2),
-                                        NULL));
+        RpcValue *r =
+            remote_ok(ctx, rank, dst1, f91[i],
+                      rt_args(rt_name(ctx, dst2), rt_ones(2, 2), rt_int(1), rt_int(2), NULL));
         assert_to_here(r, ones_plus(2, 3));
         rpc_value_unref(r);
     }
     /* 94: multi_chained / multi_fanout → ones + 60 */
     const char *f94[] = {"async_add_chained_multi", "async_add_multi_fanout"};
     for (guint i = 0; i < G_N_ELEMENTS(f94); i++) {
-        RpcValue *r = remote_ok(ctx, rank, dst1, f94[i],
-                                rt_args(rt_name(ctx, dst2), rt_ones(2, 2), rt_int(20), rt_int(3),
-                                        NULL));
+        RpcValue *r =
+            remote_ok(ctx, rank, dst1, f94[i],
+                      rt_args(rt_name(ctx, dst2), rt_ones(2, 2), rt_int(20), rt_int(3), NULL));
         assert_to_here(r, ones_plus(2, 60));
         rpc_value_unref(r);
     }
@@ -1295,18 +1292,17 @@ body_async_class_methods(RpcTestCtx *ctx, gint rank)
     const char *fns[] = {"AsyncExecutionClass.static_async_add",
                          "AsyncExecutionClass.class_async_add"};
     for (guint i = 0; i < G_N_ELEMENTS(fns); i++) {
-        rt_assert_value(sync_ok(ctx, rank, dst1, fns[i],
-                                rt_args(rt_name(ctx, dst2), rt_ones(2, 2), rt_int(1), rt_int(2),
-                                        NULL)),
-                        ones_plus(2, 3));
-        rt_assert_wait(rt_async(ctx, rank, dst1, fns[i],
-                                rt_args(rt_name(ctx, dst2), rt_ones(2, 2), rt_int(1), rt_int(2),
-                                        NULL),
-                                UNSET),
-                       ones_plus(2, 3));
-        RpcValue *r = remote_ok(ctx, rank, dst1, fns[i],
-                                rt_args(rt_name(ctx, dst2), rt_ones(2, 2), rt_int(1), rt_int(2),
-                                        NULL));
+        rt_assert_value(
+            sync_ok(ctx, rank, dst1, fns[i],
+                    rt_args(rt_name(ctx, dst2), rt_ones(2, 2), rt_int(1), rt_int(2), NULL)),
+            ones_plus(2, 3));
+        rt_assert_wait(
+            rt_async(ctx, rank, dst1, fns[i],
+                     rt_args(rt_name(ctx, dst2), rt_ones(2, 2), rt_int(1), rt_int(2), NULL), UNSET),
+            ones_plus(2, 3));
+        RpcValue *r =
+            remote_ok(ctx, rank, dst1, fns[i],
+                      rt_args(rt_name(ctx, dst2), rt_ones(2, 2), rt_int(1), rt_int(2), NULL));
         assert_to_here(r, ones_plus(2, 3));
         rpc_value_unref(r);
     }
@@ -1317,9 +1313,9 @@ body_async_class_methods(RpcTestCtx *ctx, gint rank)
     for (guint p = 0; p < G_N_ELEMENTS(proxies); p++) {
         RpcValue *total = NULL;
         for (guint m = 0; m < G_N_ELEMENTS(methods); m++) {
-            RpcValue *v = proxies[p](rref, methods[m],
-                                     rt_args(rt_name(ctx, dst2), rt_ones(2, 2), rt_ones(2, 2),
-                                             rt_full(2, 2, 2), NULL));
+            RpcValue *v = proxies[p](
+                rref, methods[m],
+                rt_args(rt_name(ctx, dst2), rt_ones(2, 2), rt_ones(2, 2), rt_full(2, 2, 2), NULL));
             if (total == NULL) {
                 total = v;
             } else {
@@ -1359,9 +1355,9 @@ trainer_func(RpcAgent *self, const RpcValue *args, const RpcValue *kwargs, GErro
         rpc_future_unref(fut);
         if (gradient == NULL)
             return NULL;
-        RpcValue *ps_gradient = rpc_rref_proxy_sync(
-            R(rref), "get_gradient", rt_args(rpc_value_ref((RpcValue *)rref), NULL), NULL, UNSET,
-            error);
+        RpcValue *ps_gradient =
+            rpc_rref_proxy_sync(R(rref), "get_gradient",
+                                rt_args(rpc_value_ref((RpcValue *)rref), NULL), NULL, UNSET, error);
         if (ps_gradient == NULL) {
             rpc_value_unref(gradient);
             return NULL;
@@ -1373,15 +1369,15 @@ trainer_func(RpcAgent *self, const RpcValue *args, const RpcValue *kwargs, GErro
     return rpc_value_none();
 }
 
-static const RpcFunctionDef trainer_def = {"_trainer_func", NULL, trainer_func, 0, 0, -1,
-                                           "test_my_parameter_server's trainer"};
+static const RpcFunctionDef trainer_def = {
+    "_trainer_func", NULL, trainer_func, 0, 0, -1, "test_my_parameter_server's trainer"};
 
 static void
 body_my_parameter_server(RpcTestCtx *ctx, gint rank)
 {
     GError *err = NULL;
     RpcValue *ps = construct(rt_agent(ctx, rank), &rpc_class_my_parameter_server,
-                                        rt_args(rt_int(ctx->n - 1), NULL), NULL, &err);
+                             rt_args(rt_int(ctx->n - 1), NULL), NULL, &err);
     g_assert_no_error(err);
     RpcValue *ps_rref = local_rref(ctx, rank, ps);
     RpcFuture *futs[8];
@@ -1507,8 +1503,8 @@ body_udf_remote_message_delay_timeout(RpcTestCtx *ctx, gint rank)
     g_assert_null(rpc_rref_to_here(R(rref), UNSET, &err));
     assert_error_exact(&err, RPC_ERROR_RUNTIME, MSG_CREATION);
     if (dst != rank) {
-        RpcValue *slow = remote_t(ctx, rank, dst, "my_sleep_func", rt_args(rt_int(2), NULL),
-                                  2 * RPC_S);
+        RpcValue *slow =
+            remote_t(ctx, rank, dst, "my_sleep_func", rt_args(rt_int(2), NULL), 2 * RPC_S);
         SimTime t0 = rt_now(ctx);
         g_assert_null(rpc_rref_to_here(R(slow), RPC_MS, &err));
         assert_error_exact(&err, RPC_ERROR_RUNTIME, TIMEOUT_MSG(1));
@@ -1671,13 +1667,13 @@ body_no_leak_after_graceful_shutdown(RpcTestCtx *ctx, gint rank)
     body_py_rref_args(ctx, rank);
     body_rpc_return_rref(ctx, rank);
     /* users still held at shutdown, and held in a peer's slot */
-    RpcValue *kept = remote_ok(ctx, rank, rt_next(ctx, rank, 1), "add",
-                               rt_args(rt_int(1), rt_int(2), NULL));
+    RpcValue *kept =
+        remote_ok(ctx, rank, rt_next(ctx, rank, 1), "add", rt_args(rt_int(1), rt_int(2), NULL));
     RpcValue *mine = local_rref(ctx, rank, rt_int(rank));
-    rpc_value_unref(sync_ok(ctx, rank, rt_next(ctx, rank, 2), "set_value",
-                            rt_args(rpc_value_ref(kept), NULL)));
-    rpc_value_unref(sync_ok(ctx, rank, rt_next(ctx, rank, 3), "set_value",
-                            rt_args(rpc_value_ref(mine), NULL)));
+    rpc_value_unref(
+        sync_ok(ctx, rank, rt_next(ctx, rank, 2), "set_value", rt_args(rpc_value_ref(kept), NULL)));
+    rpc_value_unref(
+        sync_ok(ctx, rank, rt_next(ctx, rank, 3), "set_value", rt_args(rpc_value_ref(mine), NULL)));
     GError *err = NULL;
     g_assert_true(rpc_agent_shutdown(rt_agent(ctx, rank), TRUE, 0, &err));
     g_assert_no_error(err);
@@ -1740,7 +1736,8 @@ test_object_fields(void)
     /* unknown class, malformed data, not an object */
     RpcValue *bad = rt_args(rt_str("Nope"), rpc_value_new_dict(), NULL);
     g_assert_null(rpc_object_unpickle(reg, bad, &err));
-    assert_error_exact(&err, RPC_ERROR_ATTRIBUTE, "Can't get attribute 'Nope' on <module '__main__'>");
+    assert_error_exact(&err, RPC_ERROR_ATTRIBUTE,
+                       "Can't get attribute 'Nope' on <module '__main__'>");
     rpc_value_unref(bad);
     bad = rt_args(rt_str("MyClass"), NULL);
     g_assert_null(rpc_object_unpickle(reg, bad, &err));
@@ -1752,8 +1749,8 @@ test_object_fields(void)
     rpc_value_unref(bad);
     /* the caller-side lookup: flags of an async method */
     guint flags = 0;
-    g_assert_true(rpc_type_lookup_method(reg, "AsyncExecutionClass", "bound_async_add", &flags,
-                                         &err));
+    g_assert_true(
+        rpc_type_lookup_method(reg, "AsyncExecutionClass", "bound_async_add", &flags, &err));
     g_assert_cmpuint(flags & RPC_FUNC_ASYNC, !=, 0);
     g_assert_true(rpc_type_lookup_method(reg, "Tensor", "view", &flags, &err));
     g_assert_cmpuint(flags, ==, 0);
@@ -1770,8 +1767,7 @@ body_object_calls(RpcTestCtx *ctx, gint rank)
     RpcAgent *a = rt_agent(ctx, rank);
     GError *err = NULL;
     /* objects travel by value: identity() returns a copy with the fields */
-    RpcValue *obj = construct(a, &rpc_class_my_class, rt_args(rt_int(5), NULL), NULL,
-                                         &err);
+    RpcValue *obj = construct(a, &rpc_class_my_class, rt_args(rt_int(5), NULL), NULL, &err);
     g_assert_no_error(err);
     RpcValue *back = sync_ok(ctx, rank, 1, "identity", rt_args(rpc_value_ref(obj), NULL));
     g_assert_true(rpc_value_get_object(back) != rpc_value_get_object(obj));
@@ -1795,27 +1791,29 @@ body_object_calls(RpcTestCtx *ctx, gint rank)
     g_assert_null(call_m(a, t, "size", rt_args(rt_int(3), NULL), NULL, &err));
     rt_assert_error(&err, RPC_ERROR_TYPE, "size() takes 0 positional arguments but 1 was given");
     g_assert_null(call_m(a, t, "add", NULL, NULL, &err));
-    assert_error_exact(&err, RPC_ERROR_TYPE, "add() missing 1 required positional argument: 'other'");
+    assert_error_exact(&err, RPC_ERROR_TYPE,
+                       "add() missing 1 required positional argument: 'other'");
     g_assert_null(call_m(a, t, "sum", rt_args(rt_int(1), NULL), NULL, &err));
     assert_error_exact(&err, RPC_ERROR_TYPE, "sum() takes 0 positional arguments but 1 was given");
     g_assert_null(call_m(a, t, "view", NULL, rt_kwargs("x", rt_int(1), NULL), &err));
     assert_error_exact(&err, RPC_ERROR_TYPE, "view() received an invalid combination of arguments");
     rpc_value_unref(t);
     /* MyClass's own argument checks */
-    RpcValue *quick = construct(a, &rpc_class_my_class, rt_args(rt_int(1), rt_int(0), NULL), NULL,
-                                &err);
+    RpcValue *quick =
+        construct(a, &rpc_class_my_class, rt_args(rt_int(1), rt_int(0), NULL), NULL, &err);
     g_assert_no_error(err);
     g_assert_null(call_m(a, quick, "get_value", rt_args(rt_int(1), NULL), NULL, &err));
-    assert_error_exact(&err, RPC_ERROR_TYPE, "get_value() takes 0 positional arguments but 1 was given");
+    assert_error_exact(&err, RPC_ERROR_TYPE,
+                       "get_value() takes 0 positional arguments but 1 was given");
     g_assert_null(call_m(a, quick, "increment_value", NULL, NULL, &err));
     rt_assert_error(&err, RPC_ERROR_TYPE, "missing 1 required positional argument: 'increment'");
     g_assert_null(call_m(a, quick, "my_class_method", rt_args(rt_int(1), NULL), NULL, &err));
     rt_assert_error(&err, RPC_ERROR_TYPE, "missing 1 required positional argument: 'e'");
     g_assert_null(call_m(a, quick, "my_slow_method", NULL, NULL, &err));
     rt_assert_error(&err, RPC_ERROR_TYPE, "missing 1 required positional argument");
-    rt_assert_value(call_m(a, quick, "my_static_method", rt_args(rpc_value_new_bool(TRUE), NULL),
-                           NULL, &err),
-                    rpc_value_new_bool(FALSE));
+    rt_assert_value(
+        call_m(a, quick, "my_static_method", rt_args(rpc_value_new_bool(TRUE), NULL), NULL, &err),
+        rpc_value_new_bool(FALSE));
     rpc_value_unref(quick);
     RpcValue *bare = rpc_object_new(&rpc_class_my_class); /* no __init__: no field a */
     g_assert_null(call_m(a, bare, "increment_value", rt_args(rt_int(1), NULL), NULL, &err));
@@ -1832,9 +1830,9 @@ body_object_calls(RpcTestCtx *ctx, gint rank)
                          rt_args(rt_int(9), rt_int(1), rt_int(1), rt_int(1), NULL), NULL, &err));
     rt_assert_error(&err, RPC_ERROR_RUNTIME, "could not find destination id 9");
     /* an async add whose add fails: the error reaches the returned future */
-    RpcValue *fv = call_m(a, aec, "class_async_add",
-                          rt_args(rt_int(1), rt_ones1(10), rt_ones1(5), rt_int(1), NULL), NULL,
-                          &err);
+    RpcValue *fv =
+        call_m(a, aec, "class_async_add",
+               rt_args(rt_int(1), rt_ones1(10), rt_ones1(5), rt_int(1), NULL), NULL, &err);
     g_assert_no_error(err);
     rt_assert_wait_error(rpc_future_ref(rpc_value_get_future(fv)), RPC_ERROR_RUNTIME,
                          "The size of tensor a (10) must match the size of tensor b (5)");
@@ -1845,25 +1843,25 @@ body_object_calls(RpcTestCtx *ctx, gint rank)
     assert_error_exact(&err, RPC_ERROR_ATTRIBUTE, "'int' object has no attribute 'real'");
     rpc_value_unref(i);
     /* a static method through an instance; class-level callables' checks */
-    rt_assert_value(call_m(a, obj, "my_static_method", rt_args(rt_int(11), NULL),
-                                           NULL, &err),
+    rt_assert_value(call_m(a, obj, "my_static_method", rt_args(rt_int(11), NULL), NULL, &err),
                     rpc_value_new_bool(TRUE));
     g_assert_null(rt_sync(ctx, rank, 1, "MyClass.my_instance_method",
                           rt_args(rt_int(1), rt_int(2), NULL), UNSET, &err));
-    rt_assert_error(&err, RPC_ERROR_TYPE,
-                    "MyClass.my_instance_method() needs a 'MyClass' instance as its first argument");
-    g_assert_null(rt_sync(ctx, rank, 1, "MyClass.my_static_method", rt_args(rt_str("x"), NULL),
-                          UNSET, &err));
+    rt_assert_error(
+        &err, RPC_ERROR_TYPE,
+        "MyClass.my_instance_method() needs a 'MyClass' instance as its first argument");
+    g_assert_null(
+        rt_sync(ctx, rank, 1, "MyClass.my_static_method", rt_args(rt_str("x"), NULL), UNSET, &err));
     rt_assert_error(&err, RPC_ERROR_TYPE, "'>' not supported between instances of 'str' and 'int'");
-    g_assert_null(rt_sync(ctx, rank, 1, "AsyncExecutionClass", rt_args(rt_int(1), NULL), UNSET,
-                          &err));
+    g_assert_null(
+        rt_sync(ctx, rank, 1, "AsyncExecutionClass", rt_args(rt_int(1), NULL), UNSET, &err));
     rt_assert_error(&err, RPC_ERROR_TYPE,
                     "AsyncExecutionClass() takes 0 positional arguments but 1 was given");
     g_assert_null(rt_sync(ctx, rank, 1, "MyClass", NULL, UNSET, &err));
     rt_assert_error(&err, RPC_ERROR_TYPE, "__init__() missing 1 required positional argument: 'a'");
     /* an object holding a future cannot travel */
-    RpcValue *ps = construct(a, &rpc_class_my_parameter_server,
-                                        rt_args(rt_int(1), NULL), NULL, &err);
+    RpcValue *ps =
+        construct(a, &rpc_class_my_parameter_server, rt_args(rt_int(1), NULL), NULL, &err);
     RpcFuture *f = rpc_future_new(rt_executor(ctx, rank));
     RpcObject *pso = rpc_value_get_object(ps);
     rpc_object_set(pso, "futures", rt_args(rpc_value_new_future(f), NULL));
@@ -1883,6 +1881,25 @@ body_object_calls(RpcTestCtx *ctx, gint rank)
                           &err));
     rt_assert_error(&err, RPC_ERROR_TYPE, "'>' not supported between instances of 'str' and 'int'");
     rpc_value_unref(not_ps);
+    /* a server whose fields came from a peer's pickle: checked, not trusted */
+    RpcValue *odd = rpc_object_new(&rpc_class_my_parameter_server);
+    rpc_object_set(rpc_value_get_object(odd), "trainers", rt_str("3"));
+    RpcValue *odd_rref = local_rref(ctx, rank, odd);
+    g_assert_null(rt_sync(ctx, rank, rank, "MyParameterServer.average",
+                          rt_args(rpc_value_ref(odd_rref), rt_int(0), rt_int(1), NULL), UNSET,
+                          &err));
+    rt_assert_error(&err, RPC_ERROR_ATTRIBUTE,
+                    "'MyParameterServer' object has no attribute 'trainers'");
+    rpc_value_unref(odd_rref);
+    /* proxies on an OwnerRRef: the calls go to this worker itself */
+    RpcValue *mine = local_rref(ctx, rank, rpc_value_ref(obj));
+    for (guint p = 0; p < G_N_ELEMENTS(proxies); p++)
+        rt_assert_value(proxies[p](mine, "my_instance_method", rt_args(rt_int(1), NULL)),
+                        rt_int(6));
+    rt_assert_value(proxy_sync_ok(mine, "increment_value", rt_args(rt_int(1), NULL)),
+                    rpc_value_none());
+    rt_assert_value(rpc_value_ref(rpc_object_get(rpc_value_get_object(obj), "a")), rt_int(6));
+    rpc_value_unref(mine);
     /* MyParameterServer constructed remotely, then averaged by one trainer */
     RpcValue *ps_rref = remote_ok(ctx, rank, 1, "MyParameterServer", rt_args(rt_int(1), NULL));
     rt_assert_value(sync_ok(ctx, rank, 1, "MyParameterServer.average",
@@ -1896,14 +1913,15 @@ body_object_calls(RpcTestCtx *ctx, gint rank)
     g_assert_null(rt_sync(ctx, rank, 1, "get_rref_list", rt_args(rt_int(1), NULL), UNSET, &err));
     rt_assert_error(&err, RPC_ERROR_TYPE, "'int' object is not iterable");
     /* _rref_proxy_invoke called directly with bad arguments, or a missing method */
-    g_assert_null(rt_sync(ctx, rank, 1, "_rref_proxy_invoke", rt_args(rt_int(1), NULL), UNSET,
-                          &err));
-    rt_assert_error(&err, RPC_ERROR_TYPE, "_rref_proxy_invoke() takes (rref, func_name, args, kwargs)");
+    g_assert_null(
+        rt_sync(ctx, rank, 1, "_rref_proxy_invoke", rt_args(rt_int(1), NULL), UNSET, &err));
+    rt_assert_error(&err, RPC_ERROR_TYPE,
+                    "_rref_proxy_invoke() takes (rref, func_name, args, kwargs)");
     RpcValue *r = remote_ok(ctx, rank, 1, "MyClass", rt_args(rt_int(1), NULL));
-    g_assert_null(rt_sync(ctx, rank, 1, "_rref_proxy_invoke",
-                          rt_args(rpc_value_ref(r), rt_str("nope"), rpc_value_new_list(),
-                                  rpc_value_new_dict(), NULL),
-                          UNSET, &err));
+    g_assert_null(rt_sync(
+        ctx, rank, 1, "_rref_proxy_invoke",
+        rt_args(rpc_value_ref(r), rt_str("nope"), rpc_value_new_list(), rpc_value_new_dict(), NULL),
+        UNSET, &err));
     rt_assert_error(&err, RPC_ERROR_ATTRIBUTE, "'MyClass' object has no attribute 'nope'");
     rpc_value_unref(r);
     rpc_value_unref(obj);
@@ -1967,8 +1985,8 @@ delay_world(const char *type, SimTime delay, RpcTime rpc_timeout)
 static void
 body_fetch_overtakes_remote_call(RpcTestCtx *ctx, gint rank)
 {
-    RpcValue *r = remote_ok(ctx, rank, 1, "my_sleep_func",
-                            rt_args(rpc_value_new_double(0.5), NULL));
+    RpcValue *r =
+        remote_ok(ctx, rank, 1, "my_sleep_func", rt_args(rpc_value_new_double(0.5), NULL));
     assert_to_here(r, rt_int(1));
     g_assert_cmpint(rt_now(ctx), ==, 1500 * RPC_MS);
     rpc_value_unref(r);
@@ -2079,9 +2097,9 @@ body_stale_fork_request(RpcTestCtx *ctx, gint rank)
     RpcValue *a = remote_ok(ctx, rank, 1, "identity", rt_args(rt_int(7), NULL));
     rpc_value_unref(to_here_ok(a));
     GError *err = NULL;
-    rt_assert_value(rt_sync(ctx, rank, 2, "rref_to_here", rt_args(rpc_value_ref(a), NULL),
-                            10 * RPC_S, &err),
-                    rt_int(7));
+    rt_assert_value(
+        rt_sync(ctx, rank, 2, "rref_to_here", rt_args(rpc_value_ref(a), NULL), 10 * RPC_S, &err),
+        rt_int(7));
     g_assert_no_error(err);
     g_assert_cmpint(rt_now(ctx), ==, 2 * RPC_S);
     rt_sleep(ctx, rank, 4 * RPC_S);
@@ -2098,9 +2116,49 @@ test_stale_fork_request(void)
     RpcTestOptions o = {.rpc_timeout = RPC_S};
     RpcTestCtx *ctx = rt_new(&o);
     rpc_agent_set_ignore_rref_leak(rt_agent(ctx, 1), FALSE);
+    DetailCount *served = watch_detail(ctx, "rpc.serve", "RREF_FORK_REQUEST");
     rt_on(ctx, 0, body_stale_fork_request);
     rt_on(ctx, 3, body_stale_fork_request);
     rt_run(ctx);
+    g_assert_cmpuint(served->count, ==, 2); /* the retry, then the stale first attempt */
+    g_assert_cmpuint(rt_trace_count(ctx, "rref.leak"), ==, 0);
+    rt_free(ctx);
+}
+
+/* G2 under latency: worker2's CHILD_ACCEPT takes 3 s to reach worker0, so
+ * worker0's RRef, dropped at once, is held (as the parent of a pending
+ * child) and deleted only when the accept arrives. */
+static void
+body_slow_child_accept(RpcTestCtx *ctx, gint rank)
+{
+    SimLinkConfig slow;
+    sim_link_config_init(&slow);
+    slow.latency = sim_dist_constant(3 * RPC_S);
+    RpcValue *a = remote_ok(ctx, rank, 1, "add", rt_args(rt_int(1), rt_int(1), NULL));
+    assert_to_here(a, rt_int(2));
+    sim_net_set_link(sim_world_net(ctx->w), 2, 0, &slow);
+    RpcFuture *f = rt_async(ctx, rank, 2, "set_value", rt_args(rpc_value_ref(a), NULL), UNSET);
+    rpc_value_unref(a);
+    rt_sleep(ctx, rank, 1);
+    g_assert_cmpuint(info(ctx, rank).num_pending_children, ==, 1);
+    g_assert_cmpuint(info(ctx, 1).num_forks, ==, 2);
+    rt_assert_wait(f, rpc_value_none());
+    g_assert_cmpint(rt_now(ctx), ==, 3 * RPC_S);
+    rt_sleep(ctx, rank, 1);
+    g_assert_cmpuint(info(ctx, rank).num_pending_children, ==, 0);
+    g_assert_cmpuint(info(ctx, 1).num_forks, ==, 1); /* worker2's, in its slot */
+    sim_net_clear_link(sim_world_net(ctx->w), 2, 0);
+}
+
+static void
+test_slow_child_accept(void)
+{
+    RpcTestCtx *ctx = rt_new(NULL);
+    TimeLog *deletes = watch_times(ctx, "rref.user_delete", 0);
+    rt_on(ctx, 0, body_slow_child_accept);
+    rt_run(ctx);
+    const SimTime want[] = {3 * RPC_S};
+    assert_times(deletes, 1, want);
     g_assert_cmpuint(rt_trace_count(ctx, "rref.leak"), ==, 0);
     rt_free(ctx);
 }
@@ -2617,8 +2675,8 @@ body_sweep(RpcTestCtx *ctx, gint rank)
         case 0:
         case 1:
             pool_put(pool, &rng,
-                     rpc_remote(a, to, "add", rt_args(rt_ones(2, 2), rt_int(op), NULL), NULL,
-                                UNSET, &err));
+                     rpc_remote(a, to, "add", rt_args(rt_ones(2, 2), rt_int(op), NULL), NULL, UNSET,
+                                &err));
             break;
         case 2:
             pool_put(pool, &rng, rpc_rref_new_local(a, rt_int(rank * 100 + op), &err));
@@ -2638,8 +2696,8 @@ body_sweep(RpcTestCtx *ctx, gint rank)
             if (r != NULL && r2 != NULL)
                 pool_put(pool, &rng,
                          rpc_remote(a, to, "my_rref_function",
-                                    rt_args(rpc_value_ref(r), rpc_value_ref(r2), NULL), NULL,
-                                    UNSET, &err));
+                                    rt_args(rpc_value_ref(r), rpc_value_ref(r2), NULL), NULL, UNSET,
+                                    &err));
             break;
         case 6:
             if (r != NULL)
@@ -2663,17 +2721,17 @@ body_sweep(RpcTestCtx *ctx, gint rank)
             break;
         case 10:
             if (r != NULL && n_pending < G_N_ELEMENTS(pending)) {
-                RpcFuture *f = rpc_async(a, to, "add_rref_to_value",
-                                         rt_args(rpc_value_ref(r), rt_int(2), NULL), NULL, UNSET,
-                                         &err);
+                RpcFuture *f =
+                    rpc_async(a, to, "add_rref_to_value",
+                              rt_args(rpc_value_ref(r), rt_int(2), NULL), NULL, UNSET, &err);
                 if (f != NULL)
                     pending[n_pending++] = f;
             }
             break;
         default:
             if (r != NULL && n_pending < G_N_ELEMENTS(pending)) {
-                RpcFuture *f = rpc_rref_proxy_async(R(r), "add", rt_args(rt_int(1), NULL), NULL,
-                                                    UNSET, &err);
+                RpcFuture *f =
+                    rpc_rref_proxy_async(R(r), "add", rt_args(rt_int(1), NULL), NULL, UNSET, &err);
                 if (f != NULL)
                     pending[n_pending++] = f;
             }
@@ -2831,12 +2889,12 @@ main(int argc, char **argv)
                          &dropped_builtin_self, test_remote_message_dropped_timeout);
     g_test_add_data_func("/rref/test_udf_remote_message_dropped_timeout", &dropped_udf,
                          test_remote_message_dropped_timeout);
-    g_test_add_data_func("/rref/test_udf_remote_message_dropped_timeout_to_self",
-                         &dropped_udf_self, test_remote_message_dropped_timeout);
+    g_test_add_data_func("/rref/test_udf_remote_message_dropped_timeout_to_self", &dropped_udf_self,
+                         test_remote_message_dropped_timeout);
     g_test_add_data_func("/rref/test_udf_remote_message_delay_timeout", GINT_TO_POINTER(-1),
                          test_udf_remote_message_delay_timeout);
-    g_test_add_data_func("/rref/test_udf_remote_message_delay_timeout_to_self",
-                         GINT_TO_POINTER(0), test_udf_remote_message_delay_timeout);
+    g_test_add_data_func("/rref/test_udf_remote_message_delay_timeout_to_self", GINT_TO_POINTER(0),
+                         test_udf_remote_message_delay_timeout);
     g_test_add_func("/rref/test_rref_to_here_timeout", test_rref_to_here_timeout);
     g_test_add_data_func("/rref/test_rref_leak", GINT_TO_POINTER(FALSE), test_rref_leak);
     g_test_add_data_func("/rref/test_ignore_rref_leak", GINT_TO_POINTER(TRUE), test_rref_leak);
@@ -2846,12 +2904,12 @@ main(int argc, char **argv)
     g_test_add_func("/rref/object/fields_and_pickling", test_object_fields);
     g_test_add_func("/rref/object/calls", test_object_calls);
     g_test_add_func("/rref/object/class_not_on_callee", test_class_not_on_callee);
-    g_test_add_func("/rref/protocol/fetch_overtakes_remote_call",
-                    test_fetch_overtakes_remote_call);
+    g_test_add_func("/rref/protocol/fetch_overtakes_remote_call", test_fetch_overtakes_remote_call);
     g_test_add_func("/rref/protocol/fetch_for_lost_remote_call", test_fetch_for_lost_remote_call);
     g_test_add_func("/rref/protocol/fork_request_overtakes_remote_call",
                     test_fork_request_overtakes_remote_call);
     g_test_add_func("/rref/protocol/stale_fork_request", test_stale_fork_request);
+    g_test_add_func("/rref/protocol/slow_child_accept", test_slow_child_accept);
     g_test_add_func("/rref/protocol/drop_before_confirmed", test_drop_before_confirmed);
     g_test_add_func("/rref/protocol/forward_chain_8_workers", test_forward_chain_8_workers);
     g_test_add_func("/rref/protocol/owner_crash", test_owner_crash);
