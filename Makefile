@@ -102,7 +102,7 @@ coverage:
 	@$(MAKE) --no-print-directory O=build/cov OPT=-O0 \
 	  CFLAGS="-O0 -g --coverage" all
 	@find build/cov -name '*.gcda' -delete
-	@sh tests/run-suite.sh build/cov unit >/dev/null || true
+	@sh tests/run-suite.sh build/cov fast >/dev/null || true
 	@mkdir -p reports/coverage
 	gcovr --root . --object-directory build/cov --filter 'core/' --filter 'sim/' \
 	  --html-details reports/coverage/index.html --print-summary \
