@@ -19,6 +19,7 @@
 
 #include <string.h>
 
+#include "core/autograd.h"
 #include "core/error.h"
 
 #define WIRE_MAGIC      "RPCS"
@@ -281,7 +282,7 @@ rpc_message_encode(const RpcMessage *m)
         const gint64 *shape = rpc_tensor_shape(t);
         gsize es = dtype_size(rpc_tensor_dtype(t));
         gsize numel = (gsize)rpc_tensor_numel(t);
-        *p++ = (guint8)rpc_tensor_dtype(t);
+        *p++ = (guint8)rpc_tensor_dtype(t) | (rpc_ag_requires_grad(t) ? RPC_WIRE_REQUIRES_GRAD : 0);
         *p++ = (guint8)ndim;
         for (guint k = 0; k < ndim; k++)
             p = wr_u64(p, (guint64)shape[k]);
@@ -334,7 +335,8 @@ read_tensor(Reader *r, guint index, GError **error)
 {
     if (!need(r, 2, "the dtype and ndim of tensor %u", index, error))
         return NULL;
-    guint dtype = r->data[r->pos];
+    gboolean requires_grad = (r->data[r->pos] & RPC_WIRE_REQUIRES_GRAD) != 0;
+    guint dtype = r->data[r->pos] & ~RPC_WIRE_REQUIRES_GRAD;
     guint ndim = r->data[r->pos + 1];
     if (dtype != RPC_DTYPE_FLOAT32 && dtype != RPC_DTYPE_FLOAT64) {
         g_set_error(error, RPC_ERROR, RPC_ERROR_RUNTIME,
@@ -417,6 +419,8 @@ read_tensor(Reader *r, guint index, GError **error)
     }
     copy_le(rpc_tensor_data_mut(t), r->data + r->pos, (gsize)numel, es);
     r->pos += nbytes;
+    if (requires_grad)
+        rpc_ag_set_requires_grad(t, TRUE, NULL); /* a fresh leaf: cannot fail */
     return t;
 }
 

@@ -18,9 +18,11 @@
  *   16     4     payload length P (u32)
  *   20     P     payload (codec.h value encoding)
  *   20+P   4     tensor count T (u32)
- *   …            T tensors, each: dtype u8 (0 f32, 1 f64), ndim u8 (≤ 8),
- *                ndim × i64 shape (each ≥ 0), then numel × element size
- *                bytes of row-major data
+ *   …            T tensors, each: dtype u8 (bits 0-6: 0 f32, 1 f64; bit 7,
+ *                RPC_WIRE_REQUIRES_GRAD: the tensor requires grad, as
+ *                PyTorch's pickler keeps it), ndim u8 (≤ 8), ndim × i64
+ *                shape (each ≥ 0), then numel × element size bytes of
+ *                row-major data
  *
  * The decoder is a pure function over untrusted bytes: every length is
  * checked against what remains, totals are capped (RPC_WIRE_MAX_BYTES), and
@@ -38,6 +40,10 @@ G_BEGIN_DECLS
 #define RPC_WIRE_VERSION     1
 #define RPC_WIRE_HEADER_SIZE 20
 #define RPC_WIRE_MAX_BYTES   ((gsize)256 * 1024 * 1024)
+/* The dtype byte's high bit: the sender's tensor requires grad; the decoded
+ * tensor is a leaf that requires grad (messages without it decode as
+ * before).  Distributed autograd gives such tensors their RecvRpcBackward. */
+#define RPC_WIRE_REQUIRES_GRAD 0x80
 
 #define RPC_MSG_REQUEST  0x100
 #define RPC_MSG_RESPONSE 0x200

@@ -1715,6 +1715,14 @@ rpc_rref_ctx_destroy(RpcRRefCtx *c, gboolean ignore_leak, GError **error)
     if (c->destroyed)
         return TRUE;
     c->destroyed = TRUE;
+    /* Requests gated on a confirmation that can no longer come (the agent is
+     * stopping) are released, in fork-id order, instead of hanging. */
+    GPtrArray *pkeys = sorted_keys(c->pending_users);
+    for (guint i = 0; i < pkeys->len; i++) {
+        PendingUser *pu = g_hash_table_lookup(c->pending_users, g_ptr_array_index(pkeys, i));
+        rpc_future_complete_if_needed(pu->confirmed, rpc_value_none());
+    }
+    g_ptr_array_unref(pkeys);
     GString *leaks = g_string_new(NULL);
     GPtrArray *rkeys = sorted_keys(c->forks);
     for (guint i = 0; i < rkeys->len; i++) {

@@ -23,6 +23,8 @@
  */
 #include "sim/faults.h"
 
+#include "sim/rng.h"
+
 #include "core/error.h"
 
 /* PyTorch's messageStringToType: the only types the options may name. */
@@ -52,6 +54,9 @@ struct SimFaults {
     GHashTable *failed; /* GBytes* payload (owned) → GUINT_TO_POINTER(times failed) */
     guint64 fired_fails;
     guint64 fired_delays;
+    double drop[N_LISTABLE]; /* loss probability per listed type */
+    SimRng rng;              /* the sender's "faults" stream */
+    guint64 fired_drops;
 };
 
 /* Index of t in listable, or -1. */
@@ -74,6 +79,49 @@ lookup_name(const char *name, GError **error)
         g_set_error(error, RPC_ERROR, RPC_ERROR_RUNTIME,
                     "No mapping to rpc::MessageType exists for %s", name);
     return i;
+}
+
+void
+sim_faults_seed(SimFaults *f, guint64 master_seed, guint worker)
+{
+    g_return_if_fail(f != NULL);
+    sim_rng_init_stream(&f->rng, master_seed, "faults", worker);
+}
+
+gboolean
+sim_faults_add_drop(SimFaults *f, const char *type_name, double p, GError **error)
+{
+    g_return_val_if_fail(f != NULL && type_name != NULL, FALSE);
+    if (!(p >= 0.0 && p <= 1.0)) {
+        g_set_error(error, RPC_ERROR, RPC_ERROR_RUNTIME,
+                    "Drop probabilities must be within [0, 1], got %g", p);
+        return FALSE;
+    }
+    int i = lookup_name(type_name, error);
+    if (i < 0)
+        return FALSE;
+    f->drop[i] = p;
+    return TRUE;
+}
+
+gboolean
+sim_faults_should_drop(SimFaults *f, RpcMessageType type)
+{
+    g_return_val_if_fail(f != NULL, FALSE);
+    int i = listable_index(type);
+    if (i < 0 || f->drop[i] <= 0.0)
+        return FALSE;
+    if (!sim_rng_chance(&f->rng, f->drop[i]))
+        return FALSE;
+    f->fired_drops++;
+    return TRUE;
+}
+
+guint64
+sim_faults_fired_drops(const SimFaults *f)
+{
+    g_return_val_if_fail(f != NULL, 0);
+    return f->fired_drops;
 }
 
 SimFaults *

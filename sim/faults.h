@@ -32,6 +32,17 @@ typedef struct SimFaults SimFaults;
 SimFaults *sim_faults_new(void);
 void sim_faults_free(SimFaults *f);
 
+/* drop: messages of a listed type are lost with probability p (silently: the
+ * send succeeds, nothing arrives; a retried control message recovers after
+ * its timeout).  Draws come from the sender's own stream ("faults", worker)
+ * and are taken only for listed types.  Not a PyTorch option: it extends
+ * the faulty agent with random loss targeted at chosen types. */
+void sim_faults_seed(SimFaults *f, guint64 master_seed, guint worker);
+gboolean sim_faults_add_drop(SimFaults *f, const char *type_name, double p, GError **error);
+/* At send: TRUE if this message is to be lost; counts it. */
+gboolean sim_faults_should_drop(SimFaults *f, RpcMessageType type);
+guint64 sim_faults_fired_drops(const SimFaults *f);
+
 /* Adds a type (by PyTorch name) to the fail list. */
 gboolean sim_faults_add_fail(SimFaults *f, const char *type_name, GError **error);
 void sim_faults_set_num_fail_sends(SimFaults *f, guint n);

@@ -193,7 +193,8 @@ typedef struct {
     ScAction action;
 } ScTimedFault;
 
-/* fail TYPE[, TYPE…] [times N] [from W]   /   delay TYPE by D [from W] */
+/* fail TYPE[, TYPE…] [times N] [from W]   /   delay TYPE by D [from W]
+ * /   drop TYPE[, TYPE…] with P [from W] */
 typedef struct {
     ScLoc loc;
     gboolean is_delay;
@@ -201,6 +202,8 @@ typedef struct {
     guint times;      /* fail: num_fail_sends (default 3) */
     SimTime delay;    /* delay */
     gint from_worker; /* -1: every worker */
+    gboolean is_drop;  /* drop TYPES with P [from W]: lost with probability */
+    double probability;
 } ScAgentFault;
 
 /* One link override: link A -> B { … } (A/B may be -1 for "any").  A <-> B

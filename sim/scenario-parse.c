@@ -87,7 +87,22 @@ static const Arity methods[] = {
     {"is_owner", 0, 0, KW_NONE},
     {"confirmed_by_owner", 0, 0, KW_NONE},
     {"get_type", 0, 0, KW_NONE},
+    /* RRef proxies: r.rpc_sync([timeout]).m(…) calls m on the owner's value */
+    {"rpc_sync", 0, 1, KW_NONE},
+    {"rpc_async", 0, 1, KW_NONE},
+    {"remote", 0, 1, KW_NONE},
 };
+
+/* Any method name after a proxy (its owner's type decides at run time). */
+static const Arity proxy_method = {"<proxy method>", 0, -1, KW_NONE};
+
+static gboolean
+is_proxy(const ScExpr *e)
+{
+    return e->kind == SC_EXPR_METHOD &&
+           (strcmp(e->u.call.name, "rpc_sync") == 0 || strcmp(e->u.call.name, "rpc_async") == 0 ||
+            strcmp(e->u.call.name, "remote") == 0);
+}
 
 static const char *const counter_names[] = {
     "client_active_calls",
@@ -110,7 +125,7 @@ static const char *const counter_names[] = {
 };
 
 static const char *const fired_names[] = {
-    "fail",      "delay",     "crash",  "restart", "pause", "loss",
+    "fail",      "delay",     "drop",   "crash",  "restart", "pause", "loss",
     "duplicate", "partition", "bounce", "reorder", NULL,
 };
 
@@ -142,7 +157,7 @@ enum { N_LATENCY, N_BANDWIDTH, N_JITTER, N_LOSS, N_DUPLICATE, N_REORDER, N_LINK,
 static const char *const net_keys[] = {"latency",   "bandwidth", "jitter", "loss",
                                        "duplicate", "reorder",   "link",   NULL};
 
-static const char *const fault_keys[] = {"fail", "delay", "at", "after", NULL};
+static const char *const fault_keys[] = {"fail", "delay", "at", "after", "drop", NULL};
 
 enum {
     X_DEADLOCK,
@@ -1801,12 +1816,13 @@ parse_postfix(Parser *p)
                 goto fail;
             }
             ScLoc mloc = t->loc;
-            const Arity *a = arity_lookup(methods, G_N_ELEMENTS(methods), t->str);
+            const Arity *a = is_proxy(e) ? &proxy_method
+                                         : arity_lookup(methods, G_N_ELEMENTS(methods), t->str);
             if (a == NULL) {
                 fail(p, mloc,
                      "unknown method '%s' (expected wait, done, value, then, set_result, "
                      "set_exception, to_here, local_value, owner, owner_name, is_owner, "
-                     "confirmed_by_owner or get_type)",
+                     "confirmed_by_owner, get_type, rpc_sync, rpc_async or remote)",
                      t->str);
                 goto fail;
             }
@@ -2732,20 +2748,22 @@ parse_message_types(Parser *p, GPtrArray *types)
     }
 }
 
-/* fail TYPES [times N] [from W]  /  delay TYPES by D [from W] */
+/* fail TYPES [times N] [from W]  /  delay TYPES by D [from W]  /
+ * drop TYPES with P [from W] */
 static gboolean
-parse_agent_fault(Parser *p, ScLoc loc, gboolean is_delay)
+parse_agent_fault(Parser *p, ScLoc loc, gboolean is_delay, gboolean is_drop)
 {
     ScAgentFault *f = g_new0(ScAgentFault, 1);
     g_ptr_array_add(p->sc->agent_faults, f);
     f->loc = loc;
     f->is_delay = is_delay;
+    f->is_drop = is_drop;
     f->types = g_ptr_array_new_with_free_func(g_free);
     f->times = 3;
     f->from_worker = -1;
     if (!parse_message_types(p, f->types))
         return FALSE;
-    gboolean seen_times = FALSE, seen_by = FALSE, seen_from = FALSE;
+    gboolean seen_times = FALSE, seen_by = FALSE, seen_from = FALSE, seen_with = FALSE;
     for (;;) {
         Token *t = peek(p);
         if (FAILED(p))
@@ -2753,8 +2771,17 @@ parse_agent_fault(Parser *p, ScLoc loc, gboolean is_delay)
         if (t->kind != T_IDENT)
             break;
         ScLoc at = t->loc;
-        if (strcmp(t->str, "times") == 0 && !seen_times) {
-            if (is_delay) {
+        if (strcmp(t->str, "with") == 0 && !seen_with) {
+            if (!is_drop) {
+                fail(p, at, "'with' applies to drop, not fail or delay");
+                return FALSE;
+            }
+            advance(p);
+            if (!parse_prob(p, "the drop probability", &f->probability))
+                return FALSE;
+            seen_with = TRUE;
+        } else if (strcmp(t->str, "times") == 0 && !seen_times) {
+            if (is_delay || is_drop) {
                 fail(p, at, "'times' applies to fail, not delay");
                 return FALSE;
             }
@@ -2765,7 +2792,7 @@ parse_agent_fault(Parser *p, ScLoc loc, gboolean is_delay)
             f->times = (guint)v;
             seen_times = TRUE;
         } else if (strcmp(t->str, "by") == 0 && !seen_by) {
-            if (!is_delay) {
+            if (!is_delay || is_drop) {
                 fail(p, at, "'by' applies to delay, not fail");
                 return FALSE;
             }
@@ -2784,6 +2811,10 @@ parse_agent_fault(Parser *p, ScLoc loc, gboolean is_delay)
     }
     if (is_delay && !seen_by) {
         fail_got(p, "delay needs 'by DURATION'");
+        return FALSE;
+    }
+    if (is_drop && !seen_with) {
+        fail_got(p, "drop needs 'with PROBABILITY' (e.g. with 5%%)");
         return FALSE;
     }
     return TRUE;
@@ -2844,17 +2875,19 @@ fault_item(Parser *p, gpointer ctx)
 {
     Token *t = peek(p);
     if (t->kind != T_IDENT) {
-        fail_got(p, "expected a fault (fail, delay, at or after)");
+        fail_got(p, "expected a fault (fail, delay, drop, at or after)");
         return FALSE;
     }
     gint k = index_of(fault_keys, t->str);
     if (k < 0) {
-        fail(p, t->loc, "unknown fault '%s' in faults (expected fail, delay, at or after)", t->str);
+        fail(p, t->loc, "unknown fault '%s' in faults (expected fail, delay, drop, at or after)",
+             t->str);
         return FALSE;
     }
     ScLoc loc = t->loc;
     advance(p);
-    gboolean ok = k < 2 ? parse_agent_fault(p, loc, k == 1) : parse_timed_fault(p, loc, k == 3);
+    gboolean ok = k < 2 || k == 4 ? parse_agent_fault(p, loc, k == 1, k == 4)
+                                  : parse_timed_fault(p, loc, k == 3);
     return ok && end_stmt(p, fault_keys[k]);
 }
 

@@ -688,14 +688,60 @@ eval_rref_method(Env *env, const ScExpr *e, RpcRRef *rr, GError **error)
         rpc_future_unref(f);
         return v;
     }
+    if (strcmp(m, "rpc_sync") == 0 || strcmp(m, "rpc_async") == 0 || strcmp(m, "remote") == 0) {
+        g_set_error(error, RPC_ERROR, RPC_ERROR_TYPE,
+                    "%s() returns a proxy: call a method on it, e.g. r.%s().size()", m, m);
+        return NULL;
+    }
     g_set_error(error, RPC_ERROR, RPC_ERROR_ATTRIBUTE, "'RRef' object has no attribute '%s'", m);
     return NULL;
+}
+
+/* rref.rpc_sync([timeout]).m(args…) and its async/remote twins. */
+static RpcValue *
+eval_proxy_call(Env *env, const ScExpr *e, GError **error)
+{
+    const ScExpr *proxy = e->u.call.target;
+    RpcValue *target = eval(env, proxy->u.call.target, error);
+    if (target == NULL)
+        return NULL;
+    RpcRRef *rr = rpc_value_get_rref(target);
+    RpcTime timeout = RPC_TIMEOUT_UNSET;
+    RpcValue *r = NULL;
+    if (rr == NULL) {
+        g_set_error(error, RPC_ERROR, RPC_ERROR_ATTRIBUTE, "'%s' object has no attribute '%s'",
+                    rpc_value_type_name(rpc_value_type(target)), proxy->u.call.name);
+        goto out;
+    }
+    if (proxy->u.call.args && proxy->u.call.args->len == 1 &&
+        !eval_duration(env, g_ptr_array_index(proxy->u.call.args, 0), &timeout, error))
+        goto out;
+    RpcValue *args = eval_list(env, e->u.call.args, 0, error);
+    if (args == NULL)
+        goto out;
+    const char *kind = proxy->u.call.name;
+    if (strcmp(kind, "rpc_sync") == 0) {
+        r = rpc_rref_proxy_sync(rr, e->u.call.name, args, NULL, timeout, error);
+    } else if (strcmp(kind, "rpc_async") == 0) {
+        RpcFuture *f = rpc_rref_proxy_async(rr, e->u.call.name, args, NULL, timeout, error);
+        r = f ? track_future(env, f) : NULL;
+    } else {
+        r = rpc_rref_proxy_remote(rr, e->u.call.name, args, NULL, timeout, error);
+    }
+out:
+    rpc_value_unref(target);
+    return r;
 }
 
 static RpcValue *
 eval_method(Env *env, const ScExpr *e, GError **error)
 {
     const char *m = e->u.call.name;
+    const ScExpr *inner = e->u.call.target;
+    if (inner->kind == SC_EXPR_METHOD &&
+        (strcmp(inner->u.call.name, "rpc_sync") == 0 ||
+         strcmp(inner->u.call.name, "rpc_async") == 0 || strcmp(inner->u.call.name, "remote") == 0))
+        return eval_proxy_call(env, e, error);
     RpcValue *target = eval(env, e->u.call.target, error);
     if (target == NULL)
         return NULL;
@@ -1337,12 +1383,13 @@ setup_faults(Run *run, GError **error)
             SimFaults *sf = sim_world_faults(run->w, w);
             for (guint t = 0; t < f->types->len; t++) {
                 const char *type = g_ptr_array_index(f->types, t);
-                gboolean ok = f->is_delay ? sim_faults_add_delay(sf, type, f->delay, error)
-                                          : sim_faults_add_fail(sf, type, error);
+                gboolean ok = f->is_drop    ? sim_faults_add_drop(sf, type, f->probability, error)
+                              : f->is_delay ? sim_faults_add_delay(sf, type, f->delay, error)
+                                            : sim_faults_add_fail(sf, type, error);
                 if (!ok)
                     return FALSE;
             }
-            if (!f->is_delay)
+            if (!f->is_delay && !f->is_drop)
                 sim_faults_set_num_fail_sends(sf, f->times);
         }
     }
@@ -1397,6 +1444,8 @@ fired_count(Run *run, const char *name, const SimWorldStats *ws, const SimNetSta
         return (gint64)ws->faults_failed_sends;
     if (strcmp(name, "delay") == 0)
         return (gint64)ws->faults_delays;
+    if (strcmp(name, "drop") == 0)
+        return (gint64)ws->faults_drops;
     if (strcmp(name, "crash") == 0)
         return (gint64)ws->crashes;
     if (strcmp(name, "restart") == 0)
@@ -1416,8 +1465,9 @@ fired_count(Run *run, const char *name, const SimWorldStats *ws, const SimNetSta
     return -1;
 }
 
-static const char *const fired_order[] = {"fail", "delay",     "crash",     "restart", "pause",
-                                          "loss", "duplicate", "partition", "bounce",  "reorder"};
+static const char *const fired_order[] = {"fail",      "delay",     "drop",   "crash",
+                                          "restart",   "pause",     "loss",   "duplicate",
+                                          "partition", "bounce",    "reorder"};
 
 static gboolean
 trace_contains(Run *run, const char *text)

@@ -51,6 +51,7 @@ static const RpcTraceKind tk_restart = {"world.restart", {NULL, NULL, NULL}};
 static const RpcTraceKind tk_pause = {"world.pause", {"paused", NULL, NULL}};
 static const RpcTraceKind tk_fault_fail = {"fault.fail_send", {"to", "id", NULL}};
 static const RpcTraceKind tk_fault_delay = {"fault.delay", {"to", "id", "ns"}};
+static const RpcTraceKind tk_fault_drop = {"fault.drop", {"to", "id", NULL}};
 
 void
 sim_world_config_init(SimWorldConfig *cfg, guint64 seed, guint n_workers)
@@ -74,6 +75,11 @@ tr_send(RpcTransport *t, gint from, gint to, const RpcMessage *msg, GBytes *wire
     if (sim_faults_check_send(src->faults, type, rpc_message_payload(msg), error)) {
         sim_kernel_trace_emit(w->k, from, &tk_fault_fail, to, id, 0, rpc_message_type_name(type));
         return FALSE;
+    }
+    if (sim_faults_should_drop(src->faults, type)) {
+        /* Lost on the way: the send looks fine to the agent. */
+        sim_kernel_trace_emit(w->k, from, &tk_fault_drop, to, id, 0, rpc_message_type_name(type));
+        return TRUE;
     }
     SimTime delay = sim_faults_delay_for(src->faults, type);
     if (delay > 0)
@@ -238,6 +244,7 @@ sim_world_new_full(const SimWorldConfig *cfg)
         Worker *wk = &w->workers[i];
         wk->name = cfg->names ? g_strdup(cfg->names[i]) : g_strdup_printf("worker%u", i);
         wk->faults = sim_faults_new();
+        sim_faults_seed(wk->faults, cfg->seed, i);
         worker_up(w, i);
     }
     return w;
@@ -554,8 +561,10 @@ sim_world_get_stats(const SimWorld *w, SimWorldStats *out)
     *out = w->stats;
     out->faults_failed_sends = 0;
     out->faults_delays = 0;
+    out->faults_drops = 0;
     for (guint i = 0; i < w->n; i++) {
         out->faults_failed_sends += sim_faults_fired_fails(w->workers[i].faults);
         out->faults_delays += sim_faults_fired_delays(w->workers[i].faults);
+        out->faults_drops += sim_faults_fired_drops(w->workers[i].faults);
     }
 }

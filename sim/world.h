@@ -79,6 +79,7 @@ typedef struct SimWorldStats {
     guint64 messages_sent;
     guint64 faults_failed_sends; /* faulty-agent fail rules that fired */
     guint64 faults_delays;       /* faulty-agent delay rules that fired */
+    guint64 faults_drops;        /* drop rules that fired */
     guint64 crashes, restarts, pauses;
 } SimWorldStats;
 

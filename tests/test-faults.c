@@ -318,6 +318,39 @@ test_delay_for(void)
     sim_faults_free(f);
 }
 
+
+/* drop rules: validated, seeded per worker, only listed types draw. */
+static void
+test_drop(void)
+{
+    SimFaults *f = sim_faults_new();
+    GError *err = NULL;
+    g_assert_false(sim_faults_add_drop(f, "RREF_FORK_REQUEST", 1.5, &err));
+    g_assert_cmpstr(err->message, ==, "Drop probabilities must be within [0, 1], got 1.5");
+    g_clear_error(&err);
+    g_assert_false(sim_faults_add_drop(f, "PYTHON_RET", 0.5, &err));
+    g_assert_cmpstr(err->message, ==, "No mapping to rpc::MessageType exists for PYTHON_RET");
+    g_clear_error(&err);
+    g_assert_true(sim_faults_add_drop(f, "RREF_FORK_REQUEST", 0.25, &err));
+    sim_faults_seed(f, 7, 2);
+    SimFaults *g = sim_faults_new();
+    g_assert_true(sim_faults_add_drop(g, "RREF_FORK_REQUEST", 0.25, NULL));
+    sim_faults_seed(g, 7, 2);
+    guint dropped = 0;
+    for (int i = 0; i < 4000; i++) {
+        gboolean a = sim_faults_should_drop(f, RPC_MSG_RREF_FORK_REQUEST);
+        /* an unlisted type never drops and never draws */
+        g_assert_false(sim_faults_should_drop(f, RPC_MSG_PYTHON_CALL));
+        g_assert_true(a == sim_faults_should_drop(g, RPC_MSG_RREF_FORK_REQUEST));
+        dropped += a;
+    }
+    g_assert_cmpuint(sim_faults_fired_drops(f), ==, dropped);
+    g_assert_cmpuint(dropped, >, 800);
+    g_assert_cmpuint(dropped, <, 1200);
+    sim_faults_free(f);
+    sim_faults_free(g);
+}
+
 int
 main(int argc, char **argv)
 {
@@ -333,5 +366,6 @@ main(int argc, char **argv)
     g_test_add_func("/faults/fail/unlisted-never-fail", test_unlisted_never_fail);
     g_test_add_func("/faults/fail/binary-payload-escaped", test_binary_payload_escaped);
     g_test_add_func("/faults/delay/delay-for", test_delay_for);
+    g_test_add_func("/faults/drop", test_drop);
     return g_test_run();
 }

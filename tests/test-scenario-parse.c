@@ -1027,7 +1027,7 @@ test_names(void)
         g_free(text);
     }
     const char *const *f = sim_scenario_fired_names();
-    g_assert_cmpuint(g_strv_length((char **)f), ==, 10);
+    g_assert_cmpuint(g_strv_length((char **)f), ==, 11); /* incl. drop */
     for (guint i = 0; f[i] != NULL; i++) {
         char *text = g_strdup_printf("on worker0 {}\nexpect { fired %s == 0 }", f[i]);
         sim_scenario_free(parse_ok(text));
@@ -1124,7 +1124,7 @@ test_more_errors(void)
         {"network { latency uniform(1ms 2ms) }\non worker0 {}", "expected ',' or ')' in uniform()"},
         {"network { latency uniform(1ms, 5) }\non worker0 {}",
          "this argument needs a duration with a unit"},
-        {"faults { 5 }\non worker0 {}", "expected a fault (fail, delay, at or after), got '5'"},
+        {"faults { 5 }\non worker0 {}", "expected a fault (fail, delay, drop, at or after), got '5'"},
         {"faults { fail 5 }\non worker0 {}", "expected a message type (e.g. PYTHON_CALL), got '5'"},
         {"faults { at 1s heal all now }\non worker0 {}", "unexpected 'now' after at"},
         {"expect { 5 }\non worker0 {}", "expected an expectation, got '5'"},
