@@ -536,18 +536,6 @@ const RpcClassDef rpc_class_my_class = {
 
 /* --- AsyncExecutionClass (spec §5, case 92) ----------------------------------------- */
 
-/* then-callback: the parent's value + data */
-static RpcValue *
-then_plus(RpcFuture *parent, gpointer data, GError **error)
-{
-    RpcValue *v = rpc_future_wait(parent, error);
-    if (v == NULL)
-        return NULL;
-    RpcValue *r = rpc_stdlib_arith(OP_ADD, v, data, error);
-    rpc_value_unref(v);
-    return r;
-}
-
 static RpcFuture *
 async_add_call(RpcAgent *self, RpcValue **p, GError **error)
 {
@@ -575,8 +563,8 @@ async_add_then(RpcAgent *self, const char *fname, const RpcValue *args, const Rp
     RpcFuture *f = async_add_call(self, p, error);
     if (f == NULL)
         return NULL;
-    RpcFuture *c =
-        rpc_future_then(f, then_plus, rpc_value_ref(p[3]), (GDestroyNotify)rpc_value_unref, NULL);
+    RpcFuture *c = rpc_future_then(f, rpc_stdlib_then_add, rpc_value_ref(p[3]),
+                                   (GDestroyNotify)rpc_value_unref, NULL);
     rpc_future_unref(f);
     return future_value(c);
 }
@@ -613,7 +601,7 @@ static gboolean
 set_later(RpcFuture *f, gpointer data, GError **error)
 {
     SetLater *s = data;
-    RpcValue *sum = then_plus(f, s->z, error);
+    RpcValue *sum = rpc_stdlib_then_add(f, s->z, error);
     if (sum == NULL) {
         rpc_future_fail_if_needed(s->ret, rpc_value_new_error_from_gerror(*error));
         return FALSE;

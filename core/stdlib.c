@@ -495,9 +495,9 @@ udf_async_add(RpcAgent *self, const RpcValue *args, const RpcValue *kwargs, GErr
     return f ? future_value(f) : NULL;
 }
 
-/* then-callback: parent's value + data (a value) */
-static RpcValue *
-then_add(RpcFuture *parent, gpointer data, GError **error)
+/* then-callback: parent's value + data (a value); shared with object.c */
+RpcValue *
+rpc_stdlib_then_add(RpcFuture *parent, gpointer data, GError **error)
 {
     RpcValue *v = rpc_future_wait(parent, error);
     if (v == NULL)
@@ -510,7 +510,7 @@ then_add(RpcFuture *parent, gpointer data, GError **error)
 static RpcFuture *
 chain_add(RpcFuture *f, const RpcValue *z)
 {
-    RpcFuture *c = rpc_future_then(f, then_add, rpc_value_ref((RpcValue *)z),
+    RpcFuture *c = rpc_future_then(f, rpc_stdlib_then_add, rpc_value_ref((RpcValue *)z),
                                    (GDestroyNotify)rpc_value_unref, NULL);
     rpc_future_unref(f);
     return c;
@@ -543,7 +543,7 @@ static RpcValue *
 then_set_ret(RpcFuture *parent, gpointer data, GError **error)
 {
     CtorState *s = data;
-    RpcValue *sum = then_add(parent, s->z, error);
+    RpcValue *sum = rpc_stdlib_then_add(parent, s->z, error);
     if (sum == NULL)
         return NULL;
     if (!rpc_future_set_result(s->ret, sum, error))

@@ -3,6 +3,7 @@
 #ifndef RPC_STDLIB_H
 #define RPC_STDLIB_H
 
+#include "core/future.h"
 #include "core/registry.h"
 
 G_BEGIN_DECLS
@@ -12,6 +13,9 @@ void rpc_stdlib_register(RpcRegistry *reg);
 /* Python-style arithmetic on values: op 0 +, 1 -, 2 *, 3 / (numbers, strings
  * for +, tensors with broadcasting).  (transfer full) or NULL + error. */
 RpcValue *rpc_stdlib_arith(int op, const RpcValue *a, const RpcValue *b, GError **error);
+
+/* A then() callback: the parent's value + data (an RpcValue*, transfer none). */
+RpcValue *rpc_stdlib_then_add(RpcFuture *parent, gpointer data, GError **error);
 
 G_END_DECLS
 

@@ -42,6 +42,28 @@ static const RpcMessageType listable[] = {
 };
 #define N_LISTABLE G_N_ELEMENTS(listable)
 
+/* Their PyTorch names, in the same order (NULL-terminated). */
+static const char *const listable_names[] = {
+    "RREF_FORK_REQUEST",
+    "RREF_CHILD_ACCEPT",
+    "RREF_USER_DELETE",
+    "CLEANUP_AUTOGRAD_CONTEXT_REQ",
+    "PYTHON_REMOTE_CALL",
+    "SCRIPT_REMOTE_CALL",
+    "PYTHON_CALL",
+    "SCRIPT_CALL",
+    "PYTHON_RREF_FETCH_CALL",
+    "SCRIPT_RREF_FETCH_CALL",
+    NULL,
+};
+G_STATIC_ASSERT(G_N_ELEMENTS(listable_names) == N_LISTABLE + 1);
+
+const char *const *
+sim_faults_type_names(void)
+{
+    return listable_names;
+}
+
 /* The fixture's defaults (faulty_rpc_agent_test_fixture.py). */
 #define DEFAULT_NUM_FAIL_SENDS 3
 #define DEFAULT_DELAY          (3 * SIM_S / 2)

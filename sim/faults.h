@@ -29,6 +29,10 @@ G_BEGIN_DECLS
 
 typedef struct SimFaults SimFaults;
 
+/* The ten type names the rules accept, NULL-terminated (for the scenario
+ * checker and `rpcsim list faults`). */
+const char *const *sim_faults_type_names(void);
+
 SimFaults *sim_faults_new(void);
 void sim_faults_free(SimFaults *f);
 

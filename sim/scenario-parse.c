@@ -37,6 +37,7 @@
 
 #include "core/registry.h"
 #include "sim/error.h"
+#include "sim/faults.h"
 #include "sim/scenario.h"
 
 #define MAX_NEST    64
@@ -127,21 +128,6 @@ static const char *const counter_names[] = {
 static const char *const fired_names[] = {
     "fail",      "delay",     "drop",   "crash",  "restart", "pause", "loss",
     "duplicate", "partition", "bounce", "reorder", NULL,
-};
-
-/* The faulty agent's types (faults.h). */
-static const char *const message_types[] = {
-    "RREF_FORK_REQUEST",
-    "RREF_CHILD_ACCEPT",
-    "RREF_USER_DELETE",
-    "CLEANUP_AUTOGRAD_CONTEXT_REQ",
-    "PYTHON_REMOTE_CALL",
-    "SCRIPT_REMOTE_CALL",
-    "PYTHON_CALL",
-    "SCRIPT_CALL",
-    "PYTHON_RREF_FETCH_CALL",
-    "SCRIPT_RREF_FETCH_CALL",
-    NULL,
 };
 
 enum { SEC_DESCRIBE, SEC_WORLD, SEC_NETWORK, SEC_FAULTS, SEC_ON, SEC_EXPECT, N_SECTIONS };
@@ -2730,8 +2716,8 @@ parse_message_types(Parser *p, GPtrArray *types)
             fail_got(p, "expected a message type (e.g. PYTHON_CALL)");
             return FALSE;
         }
-        if (index_of(message_types, t->str) < 0) {
-            char *known = join_names(message_types);
+        if (index_of(sim_faults_type_names(), t->str) < 0) {
+            char *known = join_names(sim_faults_type_names());
             fail(p, t->loc, "unknown message type '%s' (expected one of %s)", t->str, known);
             g_free(known);
             return FALSE;
