@@ -97,6 +97,7 @@ check-scenarios: all
 bench: $(BENCHES) $(O)/rpcsim
 	@for b in $(BENCHES); do echo "== $$b"; $$b || exit 1; done
 	@sh bench/sweep-bench.sh $(O)
+	@sh bench/rpc-callgrind.sh $(O)
 
 coverage:
 	@$(MAKE) --no-print-directory O=build/cov OPT=-O0 \
