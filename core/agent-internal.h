@@ -31,6 +31,9 @@ RpcValue *rpc_agent_internal_broadcast_to_followers(RpcAgent *a, const RpcValue 
 
 /* The agent's RRef context (rref.c). */
 RpcRRefCtx *rpc_agent_rref_ctx(RpcAgent *a);
+/* The agent's distributed autograd container (dist-autograd.c). */
+typedef struct RpcDistAutograd RpcDistAutograd;
+RpcDistAutograd *rpc_agent_dist_autograd(RpcAgent *a);
 /* Worker names by id (NULL before start). */
 const char *rpc_agent_worker_name(RpcAgent *a, gint id);
 /* Resolves a `to` value to a worker id, or -1 + error. */

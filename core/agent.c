@@ -21,6 +21,7 @@
 #include "core/codec.h"
 #include "core/message.h"
 #include "core/agent-internal.h"
+#include "core/dist-autograd.h"
 
 typedef enum { AGENT_NEW, AGENT_RUNNING, AGENT_SHUTDOWN } AgentState;
 
@@ -67,6 +68,7 @@ struct RpcAgent {
     guint64 join_round;
     GHashTable *slots; /* name → RpcValue*, per-worker storage for UDFs */
     RpcRRefCtx *rrefs; /* the RRef context (rref.c) */
+    RpcDistAutograd *dist; /* distributed autograd (dist-autograd.c) */
     GHashTable *seen;  /* (from, request id) pairs served: duplicates dropped */
     gboolean raise_rref_leaks;
 };
@@ -184,6 +186,7 @@ rpc_agent_new(const RpcAgentConfig *cfg, GError **error)
     a->raise_rref_leaks = cfg->raise_rref_leaks;
     a->seen = g_hash_table_new_full(request_key_hash, request_key_equal, g_free, NULL);
     a->rrefs = rpc_rref_ctx_new(a);
+    a->dist = rpc_dist_autograd_new(a);
     return a;
 fail:
     rpc_registry_free(cfg->registry);
@@ -201,6 +204,7 @@ rpc_agent_free(RpcAgent *a)
         rpc_executor_cancel(a->ex, a->timer_id);
     /* Slots may hold RRefs: drop them while the context can still see them. */
     g_hash_table_remove_all(a->slots);
+    rpc_dist_autograd_free(a->dist);
     rpc_rref_ctx_free(a->rrefs);
     g_hash_table_unref(a->seen);
     g_hash_table_unref(a->pending);
@@ -339,6 +343,12 @@ RpcRRefCtx *
 rpc_agent_rref_ctx(RpcAgent *a)
 {
     return a->rrefs;
+}
+
+RpcDistAutograd *
+rpc_agent_dist_autograd(RpcAgent *a)
+{
+    return a->dist;
 }
 
 const char *
@@ -631,7 +641,9 @@ send_encoded(RpcAgent *a, gint dst, RpcMessageType type, GBytes *payload, GPtrAr
     for (guint i = 0; i < tensors->len; i++)
         g_ptr_array_add(tcopy, rpc_tensor_ref(g_ptr_array_index(tensors, i)));
     gint64 id = a->next_message_id++;
+    /* Hook: a user call made in a dist autograd context goes out wrapped. */
     RpcMessage *msg = rpc_message_new(type, id, g_bytes_ref(payload), tcopy);
+    msg = rpc_dist_autograd_wrap_request(a, dst, msg);
     GBytes *wire = rpc_message_encode(msg);
     RpcFuture *fut = rpc_future_new(a->ex);
     /* For deadlock reports; built without printf: this is the hot path. */
@@ -970,7 +982,10 @@ handle_response(gpointer data)
     }
     a->c.responses_received++;
     GError *err = NULL;
-    RpcValue *v = decode_payload(a, in->msg, NULL, &err);
+    /* Hook: a FORWARD_AUTOGRAD_RESP is replaced by the response it wraps. */
+    RpcValue *v = rpc_dist_autograd_unwrap_response(a, in->from, &in->msg, &err)
+                      ? decode_payload(a, in->msg, NULL, &err)
+                      : NULL;
     RpcMessageType type = rpc_message_type(in->msg);
     TRACE(a, tk_response, in->from, id, 0, rpc_message_type_name(type));
     if (v == NULL) {
@@ -1018,7 +1033,9 @@ respond(RpcAgent *a, gint to, gint64 id, RpcMessageType type, RpcValue *body)
         rpc_value_unref(text);
         g_error_free(err);
     }
+    /* Hook: the response to a wrapped request may go out wrapped. */
     RpcMessage *msg = rpc_message_new(type, id, payload, tensors);
+    msg = rpc_dist_autograd_wrap_response(a, to, msg);
     GBytes *wire = rpc_message_encode(msg);
     TRACE(a, tk_respond, to, id, (gint64)g_bytes_get_size(wire), rpc_message_type_name(type));
     GError *send_err = NULL;
@@ -1246,9 +1263,8 @@ wait_confirmations(RpcAgent *a, GPtrArray *pending, GError **error)
 }
 
 static void
-handle_request(gpointer data)
+serve_request(Inbound *in)
 {
-    Inbound *in = data;
     RpcAgent *a = in->a;
     RpcMessageType type = rpc_message_type(in->msg);
     gint64 id = rpc_message_id(in->msg);
@@ -1289,6 +1305,11 @@ handle_request(gpointer data)
     case RPC_MSG_RREF_CHILD_ACCEPT:
         rpc_rref_serve(a, in->from, id, type, body);
         break;
+    case RPC_MSG_BACKWARD_AUTOGRAD_REQ:
+    case RPC_MSG_CLEANUP_AUTOGRAD_CONTEXT_REQ:
+    case RPC_MSG_RREF_BACKWARD_REQ:
+        rpc_dist_autograd_serve(a, in->from, id, type, body);
+        break;
     default: {
         char *what = g_strdup_printf("Request type %u not supported.", (guint)type);
         respond_exception(a, in->from, id, what);
@@ -1296,6 +1317,25 @@ handle_request(gpointer data)
     }
     }
     rpc_value_unref(body);
+}
+
+/* Hook: a FORWARD_AUTOGRAD_REQ is served as the request it wraps, with the
+ * caller's dist autograd context as this thread's current one. */
+static void
+handle_request(gpointer data)
+{
+    Inbound *in = data;
+    gint64 scope;
+    GError *err = NULL;
+    if (!rpc_dist_autograd_request_begin(in->a, in->from, &in->msg, &scope, &err)) {
+        in->a->c.server_active_calls++;
+        in->a->c.decode_errors++;
+        respond_exception(in->a, in->from, rpc_message_id(in->msg), err->message);
+        g_error_free(err);
+        return;
+    }
+    serve_request(in);
+    rpc_dist_autograd_request_end(in->a, scope);
 }
 
 void

@@ -7,6 +7,7 @@
 
 #include <string.h>
 
+#include "core/ddp-train.h"
 #include "core/error.h"
 #include "core/object.h"
 #include "core/stdlib.h"
@@ -33,6 +34,7 @@ rpc_registry_new_default(void)
     RpcRegistry *reg = rpc_registry_new();
     rpc_stdlib_register(reg);
     rpc_object_register(reg);
+    rpc_ddp_train_register(reg);
     return reg;
 }
 

@@ -15,6 +15,8 @@
 #include <string.h>
 
 #include "core/agent-internal.h"
+#include "core/autograd.h"
+#include "core/dist-autograd.h"
 #include "core/future.h"
 #include "core/rref.h"
 #include "core/tensor.h"
@@ -38,9 +40,23 @@ number_of(const RpcValue *v)
     return rpc_value_get_double(v);
 }
 
+/* With a thread context (th != NULL) the op records autograd history, as
+ * torch's operators do; the values are the same either way. */
 static RpcTensor *
-tensor_op(ArithOp op, const RpcTensor *x, const RpcTensor *y, GError **error)
+tensor_op(RpcAgThread *th, ArithOp op, RpcTensor *x, RpcTensor *y, GError **error)
 {
+    if (th != NULL) {
+        switch (op) {
+        case OP_ADD:
+            return rpc_ag_add(th, x, y, error);
+        case OP_SUB:
+            return rpc_ag_sub(th, x, y, error);
+        case OP_MUL:
+            return rpc_ag_mul(th, x, y, error);
+        default:
+            return rpc_ag_div(th, x, y, error);
+        }
+    }
     switch (op) {
     case OP_ADD:
         return rpc_tensor_add(x, y, error);
@@ -55,8 +71,8 @@ tensor_op(ArithOp op, const RpcTensor *x, const RpcTensor *y, GError **error)
 
 static const char *const op_symbol[] = {"+", "-", "*", "/"};
 
-RpcValue *
-rpc_stdlib_arith(int op_, const RpcValue *a, const RpcValue *b, GError **error)
+static RpcValue *
+arith(RpcAgThread *th, int op_, const RpcValue *a, const RpcValue *b, GError **error)
 {
     ArithOp op = (ArithOp)op_;
     gboolean ta = rpc_value_type(a) == RPC_VALUE_TENSOR;
@@ -77,7 +93,7 @@ rpc_stdlib_arith(int op_, const RpcValue *a, const RpcValue *b, GError **error)
             rpc_tensor_unref(y);
             y = rpc_tensor_new_scalar(RPC_DTYPE_FLOAT64, number_of(b));
         }
-        RpcTensor *r = tensor_op(op, x, y, error);
+        RpcTensor *r = tensor_op(th, op, x, y, error);
         rpc_tensor_unref(x);
         rpc_tensor_unref(y);
         return r ? rpc_value_new_tensor(r) : NULL;
@@ -110,32 +126,40 @@ type_error:
     return NULL;
 }
 
+RpcValue *
+rpc_stdlib_arith(int op, const RpcValue *a, const RpcValue *b, GError **error)
+{
+    return arith(NULL, op, a, b, error);
+}
+
 /* --- builtins ---------------------------------------------------------------- */
+/* The operators run with the serving thread's autograd context, so that a
+ * call in a dist autograd context records its graph (AddBackward0, …). */
 
 #define ARG(i) rpc_value_list_get(args, (i))
 
 static RpcValue *
 op_add(RpcAgent *self, const RpcValue *args, const RpcValue *kwargs, GError **error)
 {
-    return rpc_stdlib_arith(OP_ADD, ARG(0), ARG(1), error);
+    return arith(rpc_dist_autograd_thread(self), OP_ADD, ARG(0), ARG(1), error);
 }
 
 static RpcValue *
 op_sub(RpcAgent *self, const RpcValue *args, const RpcValue *kwargs, GError **error)
 {
-    return rpc_stdlib_arith(OP_SUB, ARG(0), ARG(1), error);
+    return arith(rpc_dist_autograd_thread(self), OP_SUB, ARG(0), ARG(1), error);
 }
 
 static RpcValue *
 op_mul(RpcAgent *self, const RpcValue *args, const RpcValue *kwargs, GError **error)
 {
-    return rpc_stdlib_arith(OP_MUL, ARG(0), ARG(1), error);
+    return arith(rpc_dist_autograd_thread(self), OP_MUL, ARG(0), ARG(1), error);
 }
 
 static RpcValue *
 op_div(RpcAgent *self, const RpcValue *args, const RpcValue *kwargs, GError **error)
 {
-    return rpc_stdlib_arith(OP_DIV, ARG(0), ARG(1), error);
+    return arith(rpc_dist_autograd_thread(self), OP_DIV, ARG(0), ARG(1), error);
 }
 
 static gboolean
@@ -153,8 +177,8 @@ op_matmul(RpcAgent *self, const RpcValue *args, const RpcValue *kwargs, GError *
 {
     if (!need_tensor("matmul", ARG(0), 0, error) || !need_tensor("matmul", ARG(1), 1, error))
         return NULL;
-    RpcTensor *r =
-        rpc_tensor_matmul(rpc_value_get_tensor(ARG(0)), rpc_value_get_tensor(ARG(1)), error);
+    RpcTensor *r = rpc_ag_matmul(rpc_dist_autograd_thread(self), rpc_value_get_tensor(ARG(0)),
+                                 rpc_value_get_tensor(ARG(1)), error);
     return r ? rpc_value_new_tensor(r) : NULL;
 }
 
@@ -163,7 +187,8 @@ op_sum(RpcAgent *self, const RpcValue *args, const RpcValue *kwargs, GError **er
 {
     if (!need_tensor("sum", ARG(0), 0, error))
         return NULL;
-    return rpc_value_new_tensor(rpc_tensor_sum(rpc_value_get_tensor(ARG(0))));
+    RpcTensor *r = rpc_ag_sum(rpc_dist_autograd_thread(self), rpc_value_get_tensor(ARG(0)), error);
+    return r ? rpc_value_new_tensor(r) : NULL;
 }
 
 static RpcValue *
@@ -185,7 +210,7 @@ op_stack(RpcAgent *self, const RpcValue *args, const RpcValue *kwargs, GError **
         }
         ts[i] = rpc_value_get_tensor(rpc_value_list_get(list, i));
     }
-    RpcTensor *r = rpc_tensor_stack(ts, n, error);
+    RpcTensor *r = rpc_ag_stack(rpc_dist_autograd_thread(self), ts, n, error);
     g_free(ts);
     return r ? rpc_value_new_tensor(r) : NULL;
 }
@@ -926,4 +951,5 @@ rpc_stdlib_register(RpcRegistry *reg)
 {
     for (gsize i = 0; i < G_N_ELEMENTS(stdlib_defs); i++)
         rpc_registry_add(reg, &stdlib_defs[i]);
+    rpc_dist_autograd_register(reg); /* the catalogue's dist autograd helpers */
 }
