@@ -1247,18 +1247,83 @@ serve_call(RpcAgent *a, gint from, gint64 id, RpcMessageType type, RpcValue *bod
     rpc_future_unref(out);
 }
 
-/* Holds a request until every UserRRef unpickled from it is confirmed by
- * its owner (spec §1.3 step 3): inside a UDF, confirmed_by_owner() of an
- * argument is always true. */
-static gboolean
-wait_confirmations(RpcAgent *a, GPtrArray *pending, GError **error)
+
+static void
+dispatch_request(RpcAgent *a, gint from, gint64 id, RpcMessageType type, RpcValue *body)
 {
-    for (guint i = 0; i < pending->len; i++) {
-        RpcValue *v = rpc_future_wait(g_ptr_array_index(pending, i), error);
-        if (v == NULL)
-            return FALSE;
-        rpc_value_unref(v);
+    const char *fname = "";
+    if (rpc_value_type(body) == RPC_VALUE_LIST && rpc_value_list_len(body) > 0 &&
+        rpc_value_type(rpc_value_list_get(body, 0)) == RPC_VALUE_STRING)
+        fname = rpc_value_get_string(rpc_value_list_get(body, 0));
+    TRACE(a, tk_serve, from, id, 0,
+          type == RPC_MSG_PYTHON_CALL || type == RPC_MSG_SCRIPT_CALL ||
+                  type == RPC_MSG_PYTHON_REMOTE_CALL || type == RPC_MSG_SCRIPT_REMOTE_CALL
+              ? fname
+              : rpc_message_type_name(type));
+    switch (type) {
+    case RPC_MSG_PYTHON_CALL:
+    case RPC_MSG_SCRIPT_CALL:
+        serve_call(a, from, id, type, body);
+        break;
+    case RPC_MSG_PYTHON_REMOTE_CALL:
+    case RPC_MSG_SCRIPT_REMOTE_CALL:
+    case RPC_MSG_PYTHON_RREF_FETCH_CALL:
+    case RPC_MSG_SCRIPT_RREF_FETCH_CALL:
+    case RPC_MSG_RREF_USER_DELETE:
+    case RPC_MSG_RREF_FORK_REQUEST:
+    case RPC_MSG_RREF_CHILD_ACCEPT:
+        rpc_rref_serve(a, from, id, type, body);
+        break;
+    case RPC_MSG_BACKWARD_AUTOGRAD_REQ:
+    case RPC_MSG_CLEANUP_AUTOGRAD_CONTEXT_REQ:
+    case RPC_MSG_RREF_BACKWARD_REQ:
+        rpc_dist_autograd_serve(a, from, id, type, body);
+        break;
+    default: {
+        char *what = g_strdup_printf("Request type %u not supported.", (guint)type);
+        respond_exception(a, from, id, what);
+        g_free(what);
     }
+    }
+}
+
+/* A request held until the UserRRefs it carried are confirmed (spec §1.3
+ * step 3).  As in PyTorch the wait is a future, not a blocked thread: the
+ * thread that decoded the request goes back to the pool, and the request
+ * continues as a new task once the confirmations arrive — otherwise the
+ * acknowledgements, which also need a pool thread, could never be served. */
+typedef struct {
+    RpcAgent *a;
+    gint from;
+    gint64 id;
+    RpcMessageType type;
+    RpcValue *body;
+} Held;
+
+static void
+held_free(gpointer p)
+{
+    Held *h = p;
+    rpc_value_unref(h->body);
+    g_free(h);
+}
+
+static void
+held_run(gpointer data)
+{
+    Held *h = data;
+    gint64 scope = rpc_dist_autograd_request_resume(h->a, h->from, h->id);
+    dispatch_request(h->a, h->from, h->id, h->type, h->body);
+    rpc_dist_autograd_request_end(h->a, scope);
+}
+
+static gboolean
+held_confirmed(RpcFuture *f, gpointer data, GError **error)
+{
+    Held *h = data;
+    Held *copy = g_memdup2(h, sizeof *h);
+    h->body = NULL; /* moves to the task */
+    rpc_executor_spawn(copy->a->ex, held_run, copy, held_free);
     return TRUE;
 }
 
@@ -1272,50 +1337,25 @@ serve_request(Inbound *in)
     GError *err = NULL;
     GPtrArray *pending = g_ptr_array_new_with_free_func((GDestroyNotify)rpc_future_unref);
     RpcValue *body = decode_payload(a, in->msg, pending, &err);
-    if (body == NULL || !wait_confirmations(a, pending, &err)) {
-        if (body == NULL)
-            a->c.decode_errors++;
+    if (body == NULL) {
+        a->c.decode_errors++;
         respond_exception(a, in->from, id, err->message);
         g_error_free(err);
-        rpc_value_unref(body);
+        g_ptr_array_unref(pending);
+        return;
+    }
+    if (pending->len > 0) {
+        RpcFuture *all =
+            rpc_future_collect_all(a->ex, (RpcFuture *const *)pending->pdata, pending->len, NULL);
+        Held *h = g_new(Held, 1);
+        *h = (Held){a, in->from, id, type, body};
+        rpc_future_add_done_callback(all, held_confirmed, h, held_free, NULL);
+        rpc_future_unref(all);
         g_ptr_array_unref(pending);
         return;
     }
     g_ptr_array_unref(pending);
-    const char *fname = "";
-    if (rpc_value_type(body) == RPC_VALUE_LIST && rpc_value_list_len(body) > 0 &&
-        rpc_value_type(rpc_value_list_get(body, 0)) == RPC_VALUE_STRING)
-        fname = rpc_value_get_string(rpc_value_list_get(body, 0));
-    TRACE(a, tk_serve, in->from, id, 0,
-          type == RPC_MSG_PYTHON_CALL || type == RPC_MSG_SCRIPT_CALL ||
-                  type == RPC_MSG_PYTHON_REMOTE_CALL || type == RPC_MSG_SCRIPT_REMOTE_CALL
-              ? fname
-              : rpc_message_type_name(type));
-    switch (type) {
-    case RPC_MSG_PYTHON_CALL:
-    case RPC_MSG_SCRIPT_CALL:
-        serve_call(a, in->from, id, type, body);
-        break;
-    case RPC_MSG_PYTHON_REMOTE_CALL:
-    case RPC_MSG_SCRIPT_REMOTE_CALL:
-    case RPC_MSG_PYTHON_RREF_FETCH_CALL:
-    case RPC_MSG_SCRIPT_RREF_FETCH_CALL:
-    case RPC_MSG_RREF_USER_DELETE:
-    case RPC_MSG_RREF_FORK_REQUEST:
-    case RPC_MSG_RREF_CHILD_ACCEPT:
-        rpc_rref_serve(a, in->from, id, type, body);
-        break;
-    case RPC_MSG_BACKWARD_AUTOGRAD_REQ:
-    case RPC_MSG_CLEANUP_AUTOGRAD_CONTEXT_REQ:
-    case RPC_MSG_RREF_BACKWARD_REQ:
-        rpc_dist_autograd_serve(a, in->from, id, type, body);
-        break;
-    default: {
-        char *what = g_strdup_printf("Request type %u not supported.", (guint)type);
-        respond_exception(a, in->from, id, what);
-        g_free(what);
-    }
-    }
+    dispatch_request(a, in->from, id, type, body);
     rpc_value_unref(body);
 }
 

@@ -33,8 +33,8 @@
  * Every worker must call ddp_train the same number of times with the same
  * arguments (as every rank of a DDP job runs the same script): the n-th call
  * uses process group RPC_DDP_TRAIN_GROUP_BASE + n on every member (counted
- * per agent: a restarted worker counts from 0 again), and the
- * members check their arguments against each other before training.  A
+ * per agent: a restarted worker counts from 0 again), and the members
+ * check their arguments against each other before training.  A
  * member that fails before that (bad arguments, on that worker only) leaves
  * the others waiting for it until the group's timeout ("Timed out after …
  * ms waiting for worker1 (rank 1) to join process group 1003"), as a rank

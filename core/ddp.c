@@ -344,8 +344,15 @@ rpc_ddp_allreduce_hook(gpointer process_group, RpcGradBucket *bucket, GError **e
 static RpcValue *
 decompress_cb(RpcFuture *parent, gpointer data, GError **error)
 {
-    RpcTensor *r = rpc_value_get_tensor(rpc_future_peek_value(parent));
-    return rpc_value_new_tensor(rpc_tensor_cast(r, (RpcDType)GPOINTER_TO_INT(data)));
+    /* fut.value() first, as PyTorch's decompress does: a failed allreduce
+     * (e.g. a member's timeout) reaches the caller with its own text. */
+    RpcValue *v = rpc_future_value(parent, error);
+    if (v == NULL)
+        return NULL;
+    RpcValue *r = rpc_value_new_tensor(
+        rpc_tensor_cast(rpc_value_get_tensor(v), (RpcDType)GPOINTER_TO_INT(data)));
+    rpc_value_unref(v);
+    return r;
 }
 
 static RpcValue *
@@ -392,6 +399,10 @@ rpc_ddp_noop_hook(gpointer state, RpcGradBucket *bucket, GError **error)
 static RpcValue *
 wrapper_decompress_cb(RpcFuture *parent, gpointer data, GError **error)
 {
+    if (rpc_future_has_error(parent)) {
+        rpc_value_propagate_error(rpc_future_peek_error(parent), error);
+        return NULL;
+    }
     RpcValue *v = rpc_future_peek_value(parent);
     if (rpc_value_type(v) != RPC_VALUE_TENSOR) {
         g_set_error(error, RPC_ERROR, RPC_ERROR_TYPE,

@@ -871,6 +871,20 @@ rpc_dist_autograd_request_begin(RpcAgent *a, gint from, RpcMessage **msg, gint64
     return TRUE;
 }
 
+gint64
+rpc_dist_autograd_request_resume(RpcAgent *a, gint from, gint64 id)
+{
+    RpcDistAutograd *d = container(a);
+    ReqKey k = {from, id};
+    gint64 *ctx_id = d->wrapped ? g_hash_table_lookup(d->wrapped, &k) : NULL;
+    if (ctx_id == NULL)
+        return SCOPE_NONE;
+    ThreadState *ts = thread_state(d);
+    gint64 scope = ts->ctx;
+    ts->ctx = *ctx_id;
+    return scope;
+}
+
 void
 rpc_dist_autograd_request_end(RpcAgent *a, gint64 scope)
 {

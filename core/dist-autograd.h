@@ -193,6 +193,10 @@ RpcMessage *rpc_dist_autograd_wrap_response(RpcAgent *a, gint to, RpcMessage *ms
 gboolean rpc_dist_autograd_request_begin(RpcAgent *a, gint from, RpcMessage **msg, gint64 *scope,
                                          GError **error);
 void rpc_dist_autograd_request_end(RpcAgent *a, gint64 scope);
+/* The request (from, id), unwrapped earlier by request_begin on another
+ * thread, continues on the calling one: its context becomes current until
+ * request_end(returned scope). */
+gint64 rpc_dist_autograd_request_resume(RpcAgent *a, gint from, gint64 id);
 /* A response arrived: a FORWARD_AUTOGRAD_RESP in *msg is replaced by the
  * response it wraps, with its recv function attached. */
 gboolean rpc_dist_autograd_unwrap_response(RpcAgent *a, gint from, RpcMessage **msg,

@@ -120,6 +120,8 @@ typedef enum {
     SC_STMT_ACTION, /* crash w / restart w / pause w / resume w / partition … / heal …   u.action */
     SC_STMT_UNREGISTER, /* unregister FUNC: this worker no longer has FUNC (case 22)   u.expr, a
                            string */
+    SC_STMT_DIST_CONTEXT, /* dist_autograd as NAME { … }: a dist autograd context current on this
+                             thread for the block, released at its end (also on errors)   u.ctx */
 } ScStmtKind;
 
 typedef enum {
@@ -167,6 +169,10 @@ struct ScStmt {
         } shutdown;
         GArray *workers; /* gint worker ids */
         ScAction action;
+        struct {
+            char *var;       /* the variable holding the context id (an int) */
+            GPtrArray *body; /* ScStmt* */
+        } ctx;
     } u;
 };
 

@@ -47,30 +47,96 @@
 
 /* --- the language's closed sets ------------------------------------------- */
 
-enum { KW_NONE, KW_ANY };
+/* Keyword arguments a call accepts: none, any (the rpc calls: the
+ * function's own and timeout=), or only retain= (the backward passes). */
+enum { KW_NONE, KW_ANY, KW_RETAIN };
 
 typedef struct {
     const char *name;
     gint min, max; /* positional arguments; max -1: any */
-    gint kwargs;   /* KW_*: only the rpc calls take keyword arguments */
+    gint kwargs;   /* KW_* */
 } Arity;
 
 static const Arity builtins[] = {
-    {"rpc_sync", 2, -1, KW_ANY},    {"rpc_async", 2, -1, KW_ANY},    {"wait", 1, 1, KW_NONE},
-    {"wait_all", 1, -1, KW_NONE},   {"collect_all", 1, -1, KW_NONE}, {"ones", 0, 8, KW_NONE},
-    {"zeros", 0, 8, KW_NONE},       {"full", 1, 9, KW_NONE},         {"tensor", 1, 1, KW_NONE},
-    {"len", 1, 1, KW_NONE},         {"now", 0, 0, KW_NONE},          {"worker_id", 0, 0, KW_NONE},
-    {"worker_name", 0, 0, KW_NONE}, {"worker_info", 0, 1, KW_NONE},  {"counter", 1, 1, KW_NONE},
-    {"future", 0, 0, KW_NONE},      {"str", 1, 1, KW_NONE},          {"remote", 2, -1, KW_ANY},
+    {"rpc_sync", 2, -1, KW_ANY},
+    {"rpc_async", 2, -1, KW_ANY},
+    {"wait", 1, 1, KW_NONE},
+    {"wait_all", 1, -1, KW_NONE},
+    {"collect_all", 1, -1, KW_NONE},
+    {"ones", 0, 8, KW_NONE},
+    {"zeros", 0, 8, KW_NONE},
+    {"full", 1, 9, KW_NONE},
+    {"tensor", 1, 1, KW_NONE},
+    {"len", 1, 1, KW_NONE},
+    {"now", 0, 0, KW_NONE},
+    {"worker_id", 0, 0, KW_NONE},
+    {"worker_name", 0, 0, KW_NONE},
+    {"worker_info", 0, 1, KW_NONE},
+    {"counter", 1, 1, KW_NONE},
+    {"future", 0, 0, KW_NONE},
+    {"str", 1, 1, KW_NONE},
+    {"remote", 2, -1, KW_ANY},
     {"rref", 1, 1, KW_NONE},
+    /* local autograd (core/autograd.h), on the calling thread's context */
+    {"param", 1, 1, KW_NONE},
+    {"detach", 1, 1, KW_NONE},
+    {"requires_grad", 1, 1, KW_NONE},
+    {"matmul", 2, 2, KW_NONE},
+    {"sum", 1, 1, KW_NONE},
+    {"mean", 1, 1, KW_NONE},
+    {"relu", 1, 1, KW_NONE},
+    {"sigmoid", 1, 1, KW_NONE},
+    {"exp", 1, 1, KW_NONE},
+    {"pow", 2, 2, KW_NONE},
+    {"backward", 1, 1, KW_RETAIN},
+    {"grad", 1, 1, KW_NONE},
+    /* distributed autograd (core/dist-autograd.h) */
+    {"dist_backward", 2, 2, KW_RETAIN},
+    {"dist_grad", 2, 2, KW_NONE},
+    {"dist_grads_count", 1, 1, KW_NONE},
+    {"set_simulate_backward_error", 1, 1, KW_NONE},
 };
 
 /* Same order as builtins[]. */
 static const char *const builtin_names[] = {
-    "rpc_sync", "rpc_async", "wait", "wait_all", "collect_all", "ones",        "zeros",
-    "full",     "tensor",    "len",  "now",      "worker_id",   "worker_name", "worker_info",
-    "counter",  "future",    "str",  "remote",   "rref",        NULL,
+    "rpc_sync",
+    "rpc_async",
+    "wait",
+    "wait_all",
+    "collect_all",
+    "ones",
+    "zeros",
+    "full",
+    "tensor",
+    "len",
+    "now",
+    "worker_id",
+    "worker_name",
+    "worker_info",
+    "counter",
+    "future",
+    "str",
+    "remote",
+    "rref",
+    "param",
+    "detach",
+    "requires_grad",
+    "matmul",
+    "sum",
+    "mean",
+    "relu",
+    "sigmoid",
+    "exp",
+    "pow",
+    "backward",
+    "grad",
+    "dist_backward",
+    "dist_grad",
+    "dist_grads_count",
+    "set_simulate_backward_error",
+    NULL,
 };
+G_STATIC_ASSERT(G_N_ELEMENTS(builtin_names) == G_N_ELEMENTS(builtins) + 1);
 
 static const Arity methods[] = {
     /* futures */
@@ -122,6 +188,9 @@ static const char *const counter_names[] = {
     "num_forks",
     "num_pending_children",
     "num_confirmed_users",
+    /* the dist autograd container's debug info (spec §7.1) */
+    "num_autograd_contexts",
+    "num_current_backward_passes",
     NULL,
 };
 
@@ -166,7 +235,7 @@ static const char *const action_names[] = {"crash",     "restart", "pause", "res
 static const char *const stmt_keywords[] = {
     "sleep",     "expect",  "repeat",     "parallel", "print", "set_rpc_timeout",
     "shutdown",  "barrier", "crash",      "restart",  "pause", "resume",
-    "partition", "heal",    "unregister", NULL,
+    "partition", "heal",    "unregister", "dist_autograd", NULL,
 };
 
 static const char *const expr_keywords[] = {"None", "True", "False", "and", "or", "not", NULL};
@@ -1127,6 +1196,11 @@ stmt_free(gpointer data)
         break;
     case SC_STMT_ACTION:
         break;
+    case SC_STMT_DIST_CONTEXT:
+        g_free(s->u.ctx.var);
+        if (s->u.ctx.body != NULL)
+            g_ptr_array_unref(s->u.ctx.body);
+        break;
     }
     g_free(s);
 }
@@ -1594,7 +1668,13 @@ check_call(Parser *p, ScExpr *e, const Arity *a, ScLoc name_loc)
     }
     for (guint i = 0; i < e->u.call.kwargs->len; i++) {
         const ScKwarg *k = g_ptr_array_index(e->u.call.kwargs, i);
-        if (strcmp(k->name, "timeout") == 0 && !check_duration_expr(p, k->value, "timeout="))
+        if (a->kwargs == KW_RETAIN && strcmp(k->name, "retain") != 0) {
+            fail(p, k->value->loc, "%s() got an unexpected keyword argument '%s' (only retain=)",
+                 name, k->name);
+            return FALSE;
+        }
+        if (a->kwargs == KW_ANY && strcmp(k->name, "timeout") == 0 &&
+            !check_duration_expr(p, k->value, "timeout="))
             return FALSE;
     }
     gint slot = function_slot(e);
@@ -2323,6 +2403,26 @@ parse_stmt(Parser *p, gpointer data)
         }
         s->u.repeat.body = stmt_array_new();
         if (!parse_stmt_block(p, "repeat", s->loc, s->u.repeat.body))
+            return FALSE;
+    } else if (strcmp(what, "dist_autograd") == 0) {
+        /* dist_autograd as NAME { … }: `with dist_autograd.context() as NAME:` */
+        s->kind = SC_STMT_DIST_CONTEXT;
+        if (!at_word(p, "as")) {
+            fail_got(p, "expected 'as NAME' after 'dist_autograd' (dist_autograd as ctx { … })");
+            return FALSE;
+        }
+        advance(p);
+        t = peek(p);
+        if (t->kind != T_IDENT) {
+            fail_got(p, "expected a variable name after 'dist_autograd as'");
+            return FALSE;
+        }
+        ScLoc vloc = t->loc;
+        s->u.ctx.var = take_str(p);
+        if (!add_var(p, vloc, s->u.ctx.var))
+            return FALSE;
+        s->u.ctx.body = stmt_array_new();
+        if (!parse_stmt_block(p, "dist_autograd", s->loc, s->u.ctx.body))
             return FALSE;
     } else if (strcmp(what, "parallel") == 0) {
         s->kind = SC_STMT_PARALLEL;

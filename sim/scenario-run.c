@@ -18,6 +18,8 @@
 #include <string.h>
 
 #include "core/agent.h"
+#include "core/autograd.h"
+#include "core/dist-autograd.h"
 #include "core/rref.h"
 #include "core/stdlib.h"
 #include "core/tensor.h"
@@ -470,8 +472,314 @@ counter_value(RpcAgent *a, const char *cn)
     C(d, num_forks)
     C(d, num_pending_children)
     C(d, num_confirmed_users)
+    RpcDistAutogradDebugInfo g;
+    rpc_dist_autograd_debug_info(a, &g);
+    C(g, num_autograd_contexts)
+    C(g, num_current_backward_passes)
 #undef C
     return -1;
+}
+
+/* --- autograd ------------------------------------------------------------------ */
+/* Local ops run through core/autograd.h with the calling thread's context
+ * (rpc_dist_autograd_thread: grad mode, sequence numbers of this worker), the
+ * same one the worker's RPC threads use, so one graph may mix local ops,
+ * ops served for peers and dist autograd's send/recv functions.  Only the
+ * worker's agent is needed, not a running RPC agent: local autograd works
+ * after `shutdown` as it does in PyTorch. */
+
+static RpcAgThread *
+ag_thread(Env *env, GError **error)
+{
+    RpcAgent *a = sim_world_agent(env->run->w, env->worker);
+    if (a == NULL) {
+        g_set_error_literal(error, RPC_ERROR, RPC_ERROR_RUNTIME, RPC_MSG_NOT_INITIALIZED);
+        return NULL;
+    }
+    return rpc_dist_autograd_thread(a);
+}
+
+static gboolean
+is_grad_tensor(const RpcValue *v)
+{
+    return rpc_value_type(v) == RPC_VALUE_TENSOR && rpc_ag_requires_grad(rpc_value_get_tensor(v));
+}
+
+/* The tensor of argument i of a call (transfer none, valid while v lives). */
+static RpcTensor *
+tensor_arg(const RpcValue *v, const char *fname, guint i, GError **error)
+{
+    if (rpc_value_type(v) == RPC_VALUE_TENSOR)
+        return rpc_value_get_tensor(v);
+    g_set_error(error, RPC_ERROR, RPC_ERROR_TYPE, "%s(): argument %u must be Tensor, not %s", fname,
+                i, rpc_value_type_name(rpc_value_type(v)));
+    return NULL;
+}
+
+static RpcValue *
+tensor_result(RpcTensor *t)
+{
+    return t != NULL ? rpc_value_new_tensor(t) : NULL;
+}
+
+/* a OP b where a tensor operand requires grad: the autograd op, with the
+ * stdlib's conversions (a Python number becomes a 0-d tensor of the other
+ * operand's dtype), so a local computation gives bit for bit what the same
+ * builtin computes when a peer serves it. */
+static RpcValue *
+ag_arith(Env *env, ScBinOp op, const RpcValue *a, const RpcValue *b, GError **error)
+{
+    gboolean ta = rpc_value_type(a) == RPC_VALUE_TENSOR;
+    gboolean tb = rpc_value_type(b) == RPC_VALUE_TENSOR;
+    RpcValueType na = rpc_value_type(a), nb = rpc_value_type(b);
+    gboolean num_a = na == RPC_VALUE_INT || na == RPC_VALUE_DOUBLE || na == RPC_VALUE_BOOL;
+    gboolean num_b = nb == RPC_VALUE_INT || nb == RPC_VALUE_DOUBLE || nb == RPC_VALUE_BOOL;
+    if ((!ta && !num_a) || (!tb && !num_b)) /* the stdlib's TypeError text */
+        return rpc_stdlib_arith((int)op - SC_OP_ADD, a, b, error);
+    RpcAgThread *th = ag_thread(env, error);
+    if (th == NULL)
+        return NULL;
+    RpcTensor *x, *y;
+    if (ta) {
+        x = rpc_tensor_ref(rpc_value_get_tensor(a));
+    } else {
+        double d;
+        as_number(a, &d, "an operand", NULL);
+        x = rpc_tensor_new_scalar(rpc_tensor_dtype(rpc_value_get_tensor(b)), d);
+    }
+    if (tb) {
+        y = rpc_tensor_ref(rpc_value_get_tensor(b));
+    } else {
+        double d;
+        as_number(b, &d, "an operand", NULL);
+        y = rpc_tensor_new_scalar(rpc_tensor_dtype(x), d);
+    }
+    RpcTensor *r;
+    switch (op) {
+    case SC_OP_ADD:
+        r = rpc_ag_add(th, x, y, error);
+        break;
+    case SC_OP_SUB:
+        r = rpc_ag_sub(th, x, y, error);
+        break;
+    case SC_OP_MUL:
+        r = rpc_ag_mul(th, x, y, error);
+        break;
+    default:
+        r = rpc_ag_div(th, x, y, error);
+        break;
+    }
+    rpc_tensor_unref(x);
+    rpc_tensor_unref(y);
+    return tensor_result(r);
+}
+
+/* A backward pass's roots: one tensor or a list of tensors (transfer
+ * container; the tensors belong to v).  NULL without error for None (the
+ * dist engine's TypeError). */
+static GPtrArray *
+roots_of(const RpcValue *v, const char *fname, GError **error)
+{
+    if (rpc_value_is_none(v))
+        return NULL;
+    GPtrArray *roots = g_ptr_array_new();
+    if (rpc_value_type(v) == RPC_VALUE_TENSOR) {
+        g_ptr_array_add(roots, rpc_value_get_tensor(v));
+        return roots;
+    }
+    if (rpc_value_type(v) == RPC_VALUE_LIST) {
+        for (guint i = 0; i < rpc_value_list_len(v); i++) {
+            const RpcValue *x = rpc_value_list_get(v, i);
+            if (rpc_value_type(x) != RPC_VALUE_TENSOR) {
+                g_set_error(error, RPC_ERROR, RPC_ERROR_TYPE,
+                            "%s(): element %u of the roots must be Tensor, not %s", fname, i,
+                            rpc_value_type_name(rpc_value_type(x)));
+                g_ptr_array_unref(roots);
+                return NULL;
+            }
+            g_ptr_array_add(roots, rpc_value_get_tensor(x));
+        }
+        return roots;
+    }
+    g_set_error(error, RPC_ERROR, RPC_ERROR_TYPE, "%s(): the roots must be a Tensor or a list, not %s",
+                fname, rpc_value_type_name(rpc_value_type(v)));
+    g_ptr_array_unref(roots);
+    return NULL;
+}
+
+/* retain=… of backward()/dist_backward(), default False. */
+static gboolean
+eval_retain(Env *env, const ScExpr *e, gboolean *retain, GError **error)
+{
+    *retain = FALSE;
+    for (guint i = 0; e->u.call.kwargs && i < e->u.call.kwargs->len; i++) {
+        const ScKwarg *k = g_ptr_array_index(e->u.call.kwargs, i);
+        RpcValue *v = eval(env, k->value, error);
+        if (v == NULL)
+            return FALSE;
+        gboolean ok = truthy(v, retain, error);
+        rpc_value_unref(v);
+        if (!ok)
+            return FALSE;
+    }
+    return TRUE;
+}
+
+/* A context id argument: an int. */
+static gboolean
+ctx_id_of(const RpcValue *v, const char *fname, gint64 *out, GError **error)
+{
+    if (rpc_value_type(v) != RPC_VALUE_INT) {
+        g_set_error(error, RPC_ERROR, RPC_ERROR_TYPE,
+                    "%s(): the context id must be an int, not %s", fname,
+                    rpc_value_type_name(rpc_value_type(v)));
+        return FALSE;
+    }
+    *out = rpc_value_get_int(v);
+    return TRUE;
+}
+
+/* Built-ins of the autograd family; *handled FALSE for any other name. */
+static RpcValue *
+eval_autograd_call(Env *env, const ScExpr *e, gboolean *handled, GError **error)
+{
+    static const char *const names[] = {
+        "param",         "detach",   "requires_grad", "matmul",           "sum",
+        "mean",          "relu",     "sigmoid",       "exp",              "pow",
+        "backward",      "grad",     "dist_backward", "dist_grad",        "dist_grads_count",
+        "set_simulate_backward_error", NULL,
+    };
+    const char *n = e->u.call.name;
+    gboolean known = FALSE;
+    for (guint i = 0; names[i] != NULL && !known; i++)
+        known = strcmp(names[i], n) == 0;
+    *handled = known;
+    if (!known)
+        return NULL;
+    RpcValue *args = eval_list(env, e->u.call.args, 0, error);
+    if (args == NULL)
+        return NULL;
+    const guint nargs = rpc_value_list_len(args);
+    const RpcValue *a0 = rpc_value_list_get(args, 0);
+    const RpcValue *a1 = nargs > 1 ? rpc_value_list_get(args, 1) : NULL;
+    RpcValue *r = NULL;
+    RpcAgent *agent = NULL;
+    RpcAgThread *th = NULL;
+    RpcTensor *t = NULL, *u = NULL;
+
+    if (strcmp(n, "requires_grad") == 0) {
+        if ((t = tensor_arg(a0, n, 0, error)) != NULL)
+            r = rpc_value_new_bool(rpc_ag_requires_grad(t));
+    } else if (strcmp(n, "param") == 0) {
+        /* a fresh leaf (its own storage) that requires grad */
+        if ((t = tensor_arg(a0, n, 0, error)) != NULL) {
+            RpcTensor *leaf = rpc_tensor_cast(t, rpc_tensor_dtype(t));
+            rpc_ag_set_requires_grad(leaf, TRUE, NULL);
+            r = rpc_value_new_tensor(leaf);
+        }
+    } else if (strcmp(n, "detach") == 0) {
+        if ((t = tensor_arg(a0, n, 0, error)) != NULL)
+            r = rpc_value_new_tensor(rpc_ag_detach(t));
+    } else if (strcmp(n, "grad") == 0) {
+        /* a snapshot: .grad itself is summed into in place by later passes */
+        if ((t = tensor_arg(a0, n, 0, error)) != NULL) {
+            RpcTensor *g = rpc_ag_grad(t);
+            r = g != NULL ? rpc_value_new_tensor(rpc_tensor_cast(g, rpc_tensor_dtype(g)))
+                          : rpc_value_none();
+        }
+    } else if (strcmp(n, "backward") == 0) {
+        gboolean retain;
+        GPtrArray *roots = NULL;
+        if (eval_retain(env, e, &retain, error) && (th = ag_thread(env, error)) != NULL) {
+            roots = roots_of(a0, n, error);
+            if (roots == NULL && rpc_value_is_none(a0))
+                g_set_error_literal(error, RPC_ERROR, RPC_ERROR_TYPE,
+                                    "backward(): the roots must be a Tensor or a list, not None");
+        }
+        if (roots != NULL &&
+            rpc_ag_backward(th, (RpcTensor *const *)roots->pdata, NULL, roots->len, retain, FALSE,
+                            error))
+            r = rpc_value_none();
+        if (roots != NULL)
+            g_ptr_array_unref(roots);
+    } else if (strcmp(n, "set_simulate_backward_error") == 0) {
+        gboolean on;
+        if ((agent = sim_world_agent(env->run->w, env->worker)) == NULL)
+            g_set_error_literal(error, RPC_ERROR, RPC_ERROR_RUNTIME, RPC_MSG_NOT_INITIALIZED);
+        else if (truthy(a0, &on, error)) {
+            rpc_dist_autograd_set_simulate_error(agent, on);
+            r = rpc_value_none();
+        }
+    } else if (strncmp(n, "dist_", 5) == 0) {
+        gint64 id;
+        gboolean retain = FALSE;
+        if (!ctx_id_of(a0, n, &id, error))
+            goto out;
+        if (strcmp(n, "dist_backward") == 0) {
+            /* the pass sends gradients: RPC must be up */
+            if (!eval_retain(env, e, &retain, error) || (agent = agent_of(env, error)) == NULL)
+                goto out;
+            GError *err = NULL;
+            GPtrArray *roots = roots_of(a1, n, &err);
+            if (err != NULL) {
+                g_propagate_error(error, err);
+                goto out;
+            }
+            if (rpc_dist_autograd_backward(agent, id,
+                                           roots ? (RpcTensor *const *)roots->pdata : NULL,
+                                           roots ? roots->len : 0, retain, error))
+                r = rpc_value_none();
+            if (roots != NULL)
+                g_ptr_array_unref(roots);
+            goto out;
+        }
+        /* reading this worker's part of a context needs only its container */
+        if ((agent = sim_world_agent(env->run->w, env->worker)) == NULL) {
+            g_set_error_literal(error, RPC_ERROR, RPC_ERROR_RUNTIME, RPC_MSG_NOT_INITIALIZED);
+            goto out;
+        }
+        if (strcmp(n, "dist_grad") == 0) {
+            if ((t = tensor_arg(a1, n, 1, error)) == NULL)
+                goto out;
+            GError *err = NULL;
+            RpcTensor *g = rpc_dist_autograd_get_gradient(agent, id, t, &err);
+            if (err != NULL)
+                g_propagate_error(error, err);
+            else
+                r = g != NULL ? rpc_value_new_tensor(g) : rpc_value_none();
+        } else { /* dist_grads_count */
+            GPtrArray *leaves, *grads;
+            if (rpc_dist_autograd_get_gradients(agent, id, &leaves, &grads, error)) {
+                r = rpc_value_new_int(leaves->len);
+                g_ptr_array_unref(leaves);
+                g_ptr_array_unref(grads);
+            }
+        }
+    } else { /* the differentiable ops */
+        if ((t = tensor_arg(a0, n, 0, error)) == NULL || (th = ag_thread(env, error)) == NULL)
+            goto out;
+        if (strcmp(n, "matmul") == 0) {
+            if ((u = tensor_arg(a1, n, 1, error)) != NULL)
+                r = tensor_result(rpc_ag_matmul(th, t, u, error));
+        } else if (strcmp(n, "pow") == 0) {
+            double k;
+            if (as_number(a1, &k, "pow()'s exponent", error))
+                r = tensor_result(rpc_ag_pow(th, t, k, error));
+        } else if (strcmp(n, "sum") == 0) {
+            r = tensor_result(rpc_ag_sum(th, t, error));
+        } else if (strcmp(n, "mean") == 0) {
+            r = tensor_result(rpc_ag_mean(th, t, error));
+        } else if (strcmp(n, "relu") == 0) {
+            r = tensor_result(rpc_ag_relu(th, t, error));
+        } else if (strcmp(n, "sigmoid") == 0) {
+            r = tensor_result(rpc_ag_sigmoid(th, t, error));
+        } else {
+            r = tensor_result(rpc_ag_exp(th, t, error));
+        }
+    }
+out:
+    rpc_value_unref(args);
+    return r;
 }
 
 static RpcValue *
@@ -518,6 +826,10 @@ eval_call(Env *env, const ScExpr *e, GError **error)
     }
     if (strcmp(n, "tensor") == 0)
         return eval_tensor_literal(env, e, error);
+    gboolean handled;
+    RpcValue *ag = eval_autograd_call(env, e, &handled, error);
+    if (handled)
+        return ag;
     if (strcmp(n, "wait") == 0 || strcmp(n, "wait_all") == 0 || strcmp(n, "collect_all") == 0) {
         GPtrArray *futs = eval_futures(env, e, error);
         if (futs == NULL)
@@ -856,7 +1168,11 @@ eval_binop(Env *env, const ScExpr *e, GError **error)
     case SC_OP_SUB:
     case SC_OP_MUL:
     case SC_OP_DIV:
-        r = rpc_stdlib_arith((int)op - SC_OP_ADD, a, b, error);
+        /* history is recorded only where PyTorch records it */
+        if (is_grad_tensor(a) || is_grad_tensor(b))
+            r = ag_arith(env, op, a, b, error);
+        else
+            r = rpc_stdlib_arith((int)op - SC_OP_ADD, a, b, error);
         break;
     case SC_OP_EQ:
         r = rpc_value_new_bool(rpc_value_equal(a, b));
@@ -917,6 +1233,13 @@ eval(Env *env, const ScExpr *e, GError **error)
         RpcValue *v = eval(env, e->u.bin.lhs, error);
         if (v == NULL)
             return NULL;
+        if (is_grad_tensor(v)) {
+            RpcAgThread *th = ag_thread(env, error);
+            RpcValue *r =
+                th ? tensor_result(rpc_ag_neg(th, rpc_value_get_tensor(v), error)) : NULL;
+            rpc_value_unref(v);
+            return r;
+        }
         RpcValue *m1 = rpc_value_new_int(-1);
         RpcValue *r = rpc_stdlib_arith(2, v, m1, error);
         rpc_value_unref(m1);
