@@ -61,15 +61,15 @@ struct RpcAgent {
     GArray *timeouts;    /* min-heap of TimeoutEntry */
     guint64 timer_id;    /* armed executor timer, 0 if none */
     RpcTime timer_at;
-    RpcFuture *idle;     /* completed when client_active_calls reaches 0 */
+    RpcFuture *idle; /* completed when client_active_calls reaches 0 */
     RpcAgentCounters c;
     GHashTable *gather_seq;    /* names concat → next sequence number */
     GHashTable *gather_states; /* sequence id → GatherState* */
     guint64 join_round;
-    GHashTable *slots; /* name → RpcValue*, per-worker storage for UDFs */
-    RpcRRefCtx *rrefs; /* the RRef context (rref.c) */
+    GHashTable *slots;     /* name → RpcValue*, per-worker storage for UDFs */
+    RpcRRefCtx *rrefs;     /* the RRef context (rref.c) */
     RpcDistAutograd *dist; /* distributed autograd (dist-autograd.c) */
-    GHashTable *seen;  /* (from, request id) pairs served: duplicates dropped */
+    GHashTable *seen;      /* (from, request id) pairs served: duplicates dropped */
     gboolean raise_rref_leaks;
 };
 
@@ -87,7 +87,8 @@ static const RpcTraceKind tk_decode = {"rpc.decode_error", {"from", NULL, NULL}}
 static const RpcTraceKind tk_state = {"rpc.state", {NULL, NULL, NULL}};
 static const RpcTraceKind tk_drop = {"rpc.drop", {"from", "id", NULL}};
 
-#define TRACE(a, kind, x, y, z, detail) rpc_executor_trace((a)->ex, &(kind), (x), (y), (z), (detail))
+#define TRACE(a, kind, x, y, z, detail)                                                            \
+    rpc_executor_trace((a)->ex, &(kind), (x), (y), (z), (detail))
 
 /* --- names and ids ------------------------------------------------------ */
 
@@ -181,8 +182,8 @@ rpc_agent_new(const RpcAgentConfig *cfg, GError **error)
     a->timeouts = g_array_new(FALSE, FALSE, sizeof(TimeoutEntry));
     a->gather_seq = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
     a->gather_states = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, gather_state_free);
-    a->slots = g_hash_table_new_full(g_str_hash, g_str_equal, g_free,
-                                     (GDestroyNotify)rpc_value_unref);
+    a->slots =
+        g_hash_table_new_full(g_str_hash, g_str_equal, g_free, (GDestroyNotify)rpc_value_unref);
     a->raise_rref_leaks = cfg->raise_rref_leaks;
     a->seen = g_hash_table_new_full(request_key_hash, request_key_equal, g_free, NULL);
     a->rrefs = rpc_rref_ctx_new(a);
@@ -704,8 +705,8 @@ send_request(RpcAgent *a, gint dst, RpcMessageType type, RpcValue *body, RpcTime
 }
 
 RpcFuture *
-rpc_agent_send_request(RpcAgent *a, gint dst, RpcMessageType type, RpcValue *body,
-                       RpcTime timeout, const char *what, GError **error)
+rpc_agent_send_request(RpcAgent *a, gint dst, RpcMessageType type, RpcValue *body, RpcTime timeout,
+                       const char *what, GError **error)
 {
     if (!require_running(a, error))
         return NULL;
@@ -726,7 +727,7 @@ typedef struct {
     GBytes *payload;
     GPtrArray *tensors;
     char *what;
-    guint retries;     /* retries sent so far */
+    guint retries; /* retries sent so far */
     guint max_retries;
     RpcFuture *result;
 } Retry;
@@ -882,15 +883,13 @@ rpc_async(RpcAgent *a, const RpcValue *to, const char *func, RpcValue *args, Rpc
     const RpcFunctionDef *def = rpc_registry_lookup(a->reg, func);
     if (def == NULL) {
         g_set_error(error, RPC_ERROR, RPC_ERROR_TYPE,
-                    "function should be callable. (no function named '%s' on %s)", func,
-                    a->name);
+                    "function should be callable. (no function named '%s' on %s)", func, a->name);
         goto out;
     }
     if (def->flags & RPC_FUNC_BUILTIN) {
         guint n = args ? rpc_value_list_len(args) : 0;
         guint nkw = kwargs ? rpc_value_dict_len(kwargs) : 0;
-        if ((gint)n < def->min_args || (def->max_args >= 0 && (gint)n > def->max_args) ||
-            nkw > 0) {
+        if ((gint)n < def->min_args || (def->max_args >= 0 && (gint)n > def->max_args) || nkw > 0) {
             g_set_error(error, RPC_ERROR, RPC_ERROR_RUNTIME,
                         "Overloaded torch operator invoked from Python failed to many any "
                         "schema:\n%s() expected %d to %d positional arguments but got %u",
@@ -996,7 +995,7 @@ handle_response(gpointer data)
     }
     if (type == RPC_MSG_EXCEPTION) {
         const char *text = rpc_value_type(v) == RPC_VALUE_STRING ? rpc_value_get_string(v)
-                                                                  : "malformed EXCEPTION response";
+                                                                 : "malformed EXCEPTION response";
         fail_call(a, fut, rpc_value_new_error(RPC_ERROR_RUNTIME, text));
     } else if (rpc_value_type(v) == RPC_VALUE_ERROR &&
                (p.type == RPC_MSG_PYTHON_CALL || type == RPC_MSG_PYTHON_RREF_FETCH_RET)) {
@@ -1064,9 +1063,9 @@ remote_exception(RpcAgent *a, const GError *err)
      * single quote and no double one (PyTorch then unescapes the text, so
      * newlines stay real). */
     gboolean dq = strchr(err->message, '\'') != NULL && strchr(err->message, '"') == NULL;
-    char *text = g_strdup_printf("On WorkerInfo(id=%d, name=%s):\n%s(%c%s%c)\n", a->id, a->name,
-                                 rpc_error_kind_name(kind), dq ? '"' : '\'', err->message,
-                                 dq ? '"' : '\'');
+    char *text =
+        g_strdup_printf("On WorkerInfo(id=%d, name=%s):\n%s(%c%s%c)\n", a->id, a->name,
+                        rpc_error_kind_name(kind), dq ? '"' : '\'', err->message, dq ? '"' : '\'');
     RpcValue *v = rpc_value_new_error(kind, text);
     g_free(text);
     return v;
@@ -1113,8 +1112,8 @@ async_run_free(gpointer p)
 }
 
 RpcFuture *
-rpc_agent_run_function(RpcAgent *a, const char *name, const RpcValue *args,
-                       const RpcValue *kwargs, gboolean is_async, gboolean python)
+rpc_agent_run_function(RpcAgent *a, const char *name, const RpcValue *args, const RpcValue *kwargs,
+                       gboolean is_async, gboolean python)
 {
     RpcFuture *out = rpc_future_new(a->ex);
     const RpcFunctionDef *def = rpc_registry_lookup(a->reg, name);
@@ -1196,8 +1195,7 @@ call_reply(RpcFuture *f, gpointer data, GError **error)
 
 /* Replies to request (to, id) with out's outcome once it completes. */
 void
-rpc_agent_reply_when_done(RpcAgent *a, gint to, gint64 id, RpcMessageType ret_type,
-                          RpcFuture *out)
+rpc_agent_reply_when_done(RpcAgent *a, gint to, gint64 id, RpcMessageType ret_type, RpcFuture *out)
 {
     CallReply *r = g_new(CallReply, 1);
     r->a = a;
@@ -1246,7 +1244,6 @@ serve_call(RpcAgent *a, gint from, gint64 id, RpcMessageType type, RpcValue *bod
     rpc_agent_reply_when_done(a, from, id, python ? RPC_MSG_PYTHON_RET : RPC_MSG_SCRIPT_RET, out);
     rpc_future_unref(out);
 }
-
 
 static void
 dispatch_request(RpcAgent *a, gint from, gint64 id, RpcMessageType type, RpcValue *body)
@@ -1520,8 +1517,8 @@ rpc_agent_internal_gather_to_leader(RpcAgent *a, const RpcValue *args, const Rpc
     GatherState *s = gather_state(a, rpc_value_get_string(rpc_value_list_get(args, 0)));
     const char *who = rpc_value_get_string(rpc_value_list_get(args, 1));
     if (rpc_value_dict_get(s->gathered, who) != NULL) {
-        g_set_error(error, RPC_ERROR, RPC_ERROR_ASSERTION,
-                    "%s reported intent sequence id twice. ", who);
+        g_set_error(error, RPC_ERROR, RPC_ERROR_ASSERTION, "%s reported intent sequence id twice. ",
+                    who);
         return NULL;
     }
     gather_put(s, who, rpc_value_ref(rpc_value_list_get(args, 2)));
@@ -1532,8 +1529,8 @@ rpc_agent_internal_gather_to_leader(RpcAgent *a, const RpcValue *args, const Rpc
 
 /* _broadcast_to_followers(sequence_id, objects_map) */
 RpcValue *
-rpc_agent_internal_broadcast_to_followers(RpcAgent *a, const RpcValue *args,
-                                          const RpcValue *kwargs, GError **error)
+rpc_agent_internal_broadcast_to_followers(RpcAgent *a, const RpcValue *args, const RpcValue *kwargs,
+                                          GError **error)
 {
     if (rpc_value_list_len(args) != 2 ||
         rpc_value_type(rpc_value_list_get(args, 0)) != RPC_VALUE_STRING ||

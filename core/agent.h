@@ -32,11 +32,11 @@
 
 G_BEGIN_DECLS
 
-#define RPC_DEFAULT_TIMEOUT (60 * RPC_S)
-#define RPC_TIMEOUT_UNSET ((RpcTime)-1) /* use the agent's default at send time */
-#define RPC_TIMEOUT_NEVER ((RpcTime)0)
+#define RPC_DEFAULT_TIMEOUT            (60 * RPC_S)
+#define RPC_TIMEOUT_UNSET              ((RpcTime)-1) /* use the agent's default at send time */
+#define RPC_TIMEOUT_NEVER              ((RpcTime)0)
 #define RPC_DEFAULT_NUM_WORKER_THREADS 16
-#define RPC_MAX_NAME_LEN 128
+#define RPC_MAX_NAME_LEN               128
 
 #define RPC_MSG_NOT_INITIALIZED                                                                    \
     "RPC has not been initialized. Call torch.distributed.rpc.init_rpc first."
@@ -49,17 +49,17 @@ typedef struct RpcAgentConfig {
     const char *name;
     gint id;
     guint world_size;
-    RpcTime rpc_timeout;     /* the default; RPC_DEFAULT_TIMEOUT if 0 is not meant */
-    RpcExecutor *executor;   /* transfer none; outlives the agent */
-    RpcTransport *transport; /* transfer none */
-    RpcStore *store;         /* transfer none */
-    RpcRegistry *registry;   /* transfer full */
-    const char *store_prefix; /* nullable: namespaces this group's store keys
-                                (a group re-initialised after shutdown uses
-                                a new prefix, as PyTorch's tests do) */
-    gint64 first_message_id; /* ids of this agent's requests start here: a worker's
-                                later agent starts past its earlier ones', so a
-                                stale reply to one of those matches no call */
+    RpcTime rpc_timeout;       /* the default; RPC_DEFAULT_TIMEOUT if 0 is not meant */
+    RpcExecutor *executor;     /* transfer none; outlives the agent */
+    RpcTransport *transport;   /* transfer none */
+    RpcStore *store;           /* transfer none */
+    RpcRegistry *registry;     /* transfer full */
+    const char *store_prefix;  /* nullable: namespaces this group's store keys
+                                 (a group re-initialised after shutdown uses
+                                 a new prefix, as PyTorch's tests do) */
+    gint64 first_message_id;   /* ids of this agent's requests start here: a worker's
+                                  later agent starts past its earlier ones', so a
+                                  stale reply to one of those matches no call */
     gboolean raise_rref_leaks; /* graceful shutdown fails with "Leaking RRef …" lines
                                   (PyTorch's _ignore_rref_leak = False); default: log */
 } RpcAgentConfig;
