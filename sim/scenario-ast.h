@@ -118,8 +118,8 @@ typedef enum {
     SC_STMT_SHUTDOWN,    /* shutdown [graceful|now] [timeout=D]   u.shutdown */
     SC_STMT_BARRIER,     /* barrier [w1, w2, …]           u.workers (empty: all) */
     SC_STMT_ACTION, /* crash w / restart w / pause w / resume w / partition … / heal …   u.action */
-    SC_STMT_UNREGISTER, /* unregister FUNC: this worker no longer has FUNC (case 22)   u.expr, a
-                           string */
+    SC_STMT_UNREGISTER,   /* unregister FUNC: this worker no longer has FUNC (case 22)   u.expr, a
+                             string */
     SC_STMT_DIST_CONTEXT, /* dist_autograd as NAME { … }: a dist autograd context current on this
                              thread for the block, released at its end (also on errors)   u.ctx */
 } ScStmtKind;
@@ -208,7 +208,7 @@ typedef struct {
     guint times;      /* fail: num_fail_sends (default 3) */
     SimTime delay;    /* delay */
     gint from_worker; /* -1: every worker */
-    gboolean is_drop;  /* drop TYPES with P [from W]: lost with probability */
+    gboolean is_drop; /* drop TYPES with P [from W]: lost with probability */
     double probability;
 } ScAgentFault;
 

@@ -94,6 +94,7 @@ static const Arity builtins[] = {
     {"dist_backward", 2, 2, KW_RETAIN},
     {"dist_grad", 2, 2, KW_NONE},
     {"dist_grads_count", 1, 1, KW_NONE},
+    {"dist_sgd_step", 3, 3, KW_NONE},
     {"set_simulate_backward_error", 1, 1, KW_NONE},
 };
 
@@ -133,6 +134,7 @@ static const char *const builtin_names[] = {
     "dist_backward",
     "dist_grad",
     "dist_grads_count",
+    "dist_sgd_step",
     "set_simulate_backward_error",
     NULL,
 };
@@ -195,8 +197,8 @@ static const char *const counter_names[] = {
 };
 
 static const char *const fired_names[] = {
-    "fail",      "delay",     "drop",   "crash",  "restart", "pause", "loss",
-    "duplicate", "partition", "bounce", "reorder", NULL,
+    "fail", "delay",     "drop",      "crash",  "restart", "pause",
+    "loss", "duplicate", "partition", "bounce", "reorder", NULL,
 };
 
 enum { SEC_DESCRIBE, SEC_WORLD, SEC_NETWORK, SEC_FAULTS, SEC_ON, SEC_EXPECT, N_SECTIONS };
@@ -233,8 +235,8 @@ static const char *const action_names[] = {"crash",     "restart", "pause", "res
                                            "partition", "heal",    NULL};
 
 static const char *const stmt_keywords[] = {
-    "sleep",     "expect",  "repeat",     "parallel", "print", "set_rpc_timeout",
-    "shutdown",  "barrier", "crash",      "restart",  "pause", "resume",
+    "sleep",     "expect",  "repeat",     "parallel",      "print", "set_rpc_timeout",
+    "shutdown",  "barrier", "crash",      "restart",       "pause", "resume",
     "partition", "heal",    "unregister", "dist_autograd", NULL,
 };
 
@@ -1882,8 +1884,8 @@ parse_postfix(Parser *p)
                 goto fail;
             }
             ScLoc mloc = t->loc;
-            const Arity *a = is_proxy(e) ? &proxy_method
-                                         : arity_lookup(methods, G_N_ELEMENTS(methods), t->str);
+            const Arity *a =
+                is_proxy(e) ? &proxy_method : arity_lookup(methods, G_N_ELEMENTS(methods), t->str);
             if (a == NULL) {
                 fail(p, mloc,
                      "unknown method '%s' (expected wait, done, value, then, set_result, "

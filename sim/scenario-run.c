@@ -11,6 +11,13 @@
  * stops at its first failure.  When the world is torn down at the end,
  * threads still blocked unwind with teardown errors that are not failures
  * (the deadlock, if unexpected, already is one).
+ *
+ * Autograd: the autograd built-ins and `+ - * /` on tensors that require
+ * grad run on the calling virtual thread's autograd context of the worker
+ * (rpc_dist_autograd_thread), so local ops, builtins served for peers and
+ * dist autograd's send/recv functions build one graph.  A `dist_autograd`
+ * block's context is released on every way out of the block, except when
+ * the worker itself went down with it.
  */
 #include "sim/scenario.h"
 
@@ -601,8 +608,9 @@ roots_of(const RpcValue *v, const char *fname, GError **error)
         }
         return roots;
     }
-    g_set_error(error, RPC_ERROR, RPC_ERROR_TYPE, "%s(): the roots must be a Tensor or a list, not %s",
-                fname, rpc_value_type_name(rpc_value_type(v)));
+    g_set_error(error, RPC_ERROR, RPC_ERROR_TYPE,
+                "%s(): the roots must be a Tensor or a list, not %s", fname,
+                rpc_value_type_name(rpc_value_type(v)));
     g_ptr_array_unref(roots);
     return NULL;
 }
@@ -630,9 +638,8 @@ static gboolean
 ctx_id_of(const RpcValue *v, const char *fname, gint64 *out, GError **error)
 {
     if (rpc_value_type(v) != RPC_VALUE_INT) {
-        g_set_error(error, RPC_ERROR, RPC_ERROR_TYPE,
-                    "%s(): the context id must be an int, not %s", fname,
-                    rpc_value_type_name(rpc_value_type(v)));
+        g_set_error(error, RPC_ERROR, RPC_ERROR_TYPE, "%s(): the context id must be an int, not %s",
+                    fname, rpc_value_type_name(rpc_value_type(v)));
         return FALSE;
     }
     *out = rpc_value_get_int(v);
@@ -644,10 +651,24 @@ static RpcValue *
 eval_autograd_call(Env *env, const ScExpr *e, gboolean *handled, GError **error)
 {
     static const char *const names[] = {
-        "param",         "detach",   "requires_grad", "matmul",           "sum",
-        "mean",          "relu",     "sigmoid",       "exp",              "pow",
-        "backward",      "grad",     "dist_backward", "dist_grad",        "dist_grads_count",
-        "set_simulate_backward_error", NULL,
+        "param",
+        "detach",
+        "requires_grad",
+        "matmul",
+        "sum",
+        "mean",
+        "relu",
+        "sigmoid",
+        "exp",
+        "pow",
+        "backward",
+        "grad",
+        "dist_backward",
+        "dist_grad",
+        "dist_grads_count",
+        "dist_sgd_step",
+        "set_simulate_backward_error",
+        NULL,
     };
     const char *n = e->u.call.name;
     gboolean known = FALSE;
@@ -696,9 +717,8 @@ eval_autograd_call(Env *env, const ScExpr *e, gboolean *handled, GError **error)
                 g_set_error_literal(error, RPC_ERROR, RPC_ERROR_TYPE,
                                     "backward(): the roots must be a Tensor or a list, not None");
         }
-        if (roots != NULL &&
-            rpc_ag_backward(th, (RpcTensor *const *)roots->pdata, NULL, roots->len, retain, FALSE,
-                            error))
+        if (roots != NULL && rpc_ag_backward(th, (RpcTensor *const *)roots->pdata, NULL, roots->len,
+                                             retain, FALSE, error))
             r = rpc_value_none();
         if (roots != NULL)
             g_ptr_array_unref(roots);
@@ -715,6 +735,26 @@ eval_autograd_call(Env *env, const ScExpr *e, gboolean *handled, GError **error)
         gboolean retain = FALSE;
         if (!ctx_id_of(a0, n, &id, error))
             goto out;
+        if (strcmp(n, "dist_sgd_step") == 0) {
+            /* DistributedOptimizer(optim.SGD, params, lr=lr).step(id): plain
+             * SGD keeps no state, so one optimizer per step is the same */
+            double lr;
+            const RpcValue *params = a1;
+            if ((agent = agent_of(env, error)) == NULL ||
+                !as_number(rpc_value_list_get(args, 2), &lr, "dist_sgd_step()'s lr", error))
+                goto out;
+            if (rpc_value_type(params) != RPC_VALUE_LIST) {
+                g_set_error(error, RPC_ERROR, RPC_ERROR_TYPE,
+                            "dist_sgd_step(): params must be a list of RRefs, not %s",
+                            rpc_value_type_name(rpc_value_type(params)));
+                goto out;
+            }
+            RpcDistOptimizer *opt = rpc_dist_optimizer_new_sgd(agent, params, lr, error);
+            if (opt != NULL && rpc_dist_optimizer_step(opt, id, error))
+                r = rpc_value_none();
+            rpc_dist_optimizer_free(opt);
+            goto out;
+        }
         if (strcmp(n, "dist_backward") == 0) {
             /* the pass sends gradients: RPC must be up */
             if (!eval_retain(env, e, &retain, error) || (agent = agent_of(env, error)) == NULL)
@@ -725,9 +765,12 @@ eval_autograd_call(Env *env, const ScExpr *e, gboolean *handled, GError **error)
                 g_propagate_error(error, err);
                 goto out;
             }
-            if (rpc_dist_autograd_backward(agent, id,
-                                           roots ? (RpcTensor *const *)roots->pdata : NULL,
-                                           roots ? roots->len : 0, retain, error))
+            /* an empty list is no roots, not None (an empty array's pdata is NULL) */
+            RpcTensor *no_roots[1] = {NULL};
+            RpcTensor *const *rv = roots == NULL     ? NULL
+                                   : roots->len == 0 ? no_roots
+                                                     : (RpcTensor *const *)roots->pdata;
+            if (rpc_dist_autograd_backward(agent, id, rv, roots ? roots->len : 0, retain, error))
                 r = rpc_value_none();
             if (roots != NULL)
                 g_ptr_array_unref(roots);
@@ -1114,12 +1157,26 @@ out:
     return r;
 }
 
+/* An operand of < <= > >=: a number, or a one-element tensor (a loss), as
+ * Python compares `loss < 0.5` through the tensor's single value. */
+static gboolean
+as_ordered(const RpcValue *v, double *out, GError **error)
+{
+    if (rpc_value_type(v) == RPC_VALUE_TENSOR) {
+        if (rpc_tensor_item(rpc_value_get_tensor(v), out, NULL))
+            return TRUE;
+        g_set_error_literal(error, RPC_ERROR, RPC_ERROR_RUNTIME,
+                            "Boolean value of Tensor with more than one value is ambiguous");
+        return FALSE;
+    }
+    return as_number(v, out, "an ordered comparison operand", error);
+}
+
 static gboolean
 compare_numbers(ScBinOp op, const RpcValue *a, const RpcValue *b, gboolean *out, GError **error)
 {
     double x, y;
-    if (!as_number(a, &x, "an ordered comparison operand", error) ||
-        !as_number(b, &y, "an ordered comparison operand", error))
+    if (!as_ordered(a, &x, error) || !as_ordered(b, &y, error))
         return FALSE;
     switch (op) {
     case SC_OP_LT:
@@ -1136,6 +1193,23 @@ compare_numbers(ScBinOp op, const RpcValue *a, const RpcValue *b, gboolean *out,
         break;
     }
     return TRUE;
+}
+
+/* == and !=: structural equality (a tensor equals a tensor of the same
+ * dtype, shape and values), except that a one-element tensor (a loss)
+ * equals a number of the same value, as `loss == 7.5` is true in Python. */
+static gboolean
+values_equal(const RpcValue *a, const RpcValue *b)
+{
+    const RpcValue *t = rpc_value_type(a) == RPC_VALUE_TENSOR ? a : b;
+    const RpcValue *n = t == a ? b : a;
+    RpcValueType nt = rpc_value_type(n);
+    double x, y;
+    if (rpc_value_type(t) == RPC_VALUE_TENSOR &&
+        (nt == RPC_VALUE_INT || nt == RPC_VALUE_DOUBLE || nt == RPC_VALUE_BOOL) &&
+        rpc_tensor_item(rpc_value_get_tensor(t), &x, NULL) && as_number(n, &y, "", NULL))
+        return x == y;
+    return rpc_value_equal(a, b);
 }
 
 static RpcValue *
@@ -1175,10 +1249,10 @@ eval_binop(Env *env, const ScExpr *e, GError **error)
             r = rpc_stdlib_arith((int)op - SC_OP_ADD, a, b, error);
         break;
     case SC_OP_EQ:
-        r = rpc_value_new_bool(rpc_value_equal(a, b));
+        r = rpc_value_new_bool(values_equal(a, b));
         break;
     case SC_OP_NE:
-        r = rpc_value_new_bool(!rpc_value_equal(a, b));
+        r = rpc_value_new_bool(!values_equal(a, b));
         break;
     default:
         if (compare_numbers(op, a, b, &t, error))
@@ -1235,8 +1309,7 @@ eval(Env *env, const ScExpr *e, GError **error)
             return NULL;
         if (is_grad_tensor(v)) {
             RpcAgThread *th = ag_thread(env, error);
-            RpcValue *r =
-                th ? tensor_result(rpc_ag_neg(th, rpc_value_get_tensor(v), error)) : NULL;
+            RpcValue *r = th ? tensor_result(rpc_ag_neg(th, rpc_value_get_tensor(v), error)) : NULL;
             rpc_value_unref(v);
             return r;
         }
@@ -1422,6 +1495,40 @@ expect_detail(Env *env, const ScExpr *e)
     return s;
 }
 
+/* dist_autograd as ctx { … }: `with dist_autograd.context() as ctx:`.  The
+ * context is current on this thread only (parallel branches started inside
+ * do not inherit it, as Python threads do not).  The exit releases it
+ * however the block ends — unless the worker went down meanwhile (a crash,
+ * or the run's teardown), which took its container and its threads along:
+ * the agent is compared with the one that entered, so that a restarted
+ * worker's fresh container is never asked to release an id it never had. */
+static gboolean
+exec_dist_context(Env *env, const ScStmt *s)
+{
+    Run *run = env->run;
+    GError *err = NULL;
+    RpcAgent *a = agent_of(env, &err);
+    gint64 id = a != NULL ? rpc_dist_autograd_context_new(a, &err) : RPC_DIST_NO_CONTEXT;
+    if (id == RPC_DIST_NO_CONTEXT) {
+        fail_error(env, s->loc, err);
+        g_error_free(err);
+        return FALSE;
+    }
+    g_hash_table_replace(env->env, g_strdup(s->u.ctx.var), rpc_value_new_int(id));
+    gboolean ok = exec_block(env, s->u.ctx.body);
+    if (run->tearing_down || !sim_world_is_alive(run->w, env->worker) ||
+        sim_world_agent(run->w, env->worker) != a)
+        return FALSE;
+    if (!rpc_dist_autograd_context_release(a, id, &err)) {
+        /* only the first failure of a program is reported */
+        if (ok)
+            fail_error(env, s->loc, err);
+        g_error_free(err);
+        return FALSE;
+    }
+    return ok;
+}
+
 static gboolean
 exec_stmt(Env *env, const ScStmt *s)
 {
@@ -1578,6 +1685,8 @@ exec_stmt(Env *env, const ScStmt *s)
         rpc_registry_remove(rpc_agent_registry(a), s->u.expr->u.s);
         return TRUE;
     }
+    case SC_STMT_DIST_CONTEXT:
+        return exec_dist_context(env, s);
     }
     if (err != NULL) {
         fail_error(env, s->loc, err);
@@ -1788,9 +1897,9 @@ fired_count(Run *run, const char *name, const SimWorldStats *ws, const SimNetSta
     return -1;
 }
 
-static const char *const fired_order[] = {"fail",      "delay",     "drop",   "crash",
-                                          "restart",   "pause",     "loss",   "duplicate",
-                                          "partition", "bounce",    "reorder"};
+static const char *const fired_order[] = {"fail",      "delay",  "drop",   "crash",
+                                          "restart",   "pause",  "loss",   "duplicate",
+                                          "partition", "bounce", "reorder"};
 
 static gboolean
 trace_contains(Run *run, const char *text)

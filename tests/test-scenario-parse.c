@@ -1002,8 +1002,10 @@ test_names(void)
 {
     const char *const *b = sim_scenario_builtin_names();
     guint n = g_strv_length((char **)b);
-    g_assert_cmpuint(n, ==, 19);
+    g_assert_cmpuint(n, ==, 36); /* 19 RPC and value built-ins + 17 autograd ones */
     g_assert_true(g_strv_contains(b, "rpc_sync"));
+    g_assert_true(g_strv_contains(b, "dist_backward"));
+    g_assert_true(g_strv_contains(b, "param"));
     g_assert_true(g_strv_contains(b, "remote"));
     g_assert_true(g_strv_contains(b, "rref"));
     g_assert_true(g_strv_contains(b, "collect_all"));
@@ -1020,7 +1022,10 @@ test_names(void)
         g_free(text);
     }
     const char *const *c = sim_scenario_counter_names();
-    g_assert_cmpuint(g_strv_length((char **)c), ==, 15); /* 9 agent counters + 6 RRef counts */
+    /* 9 agent counters + 6 RRef counts + 2 dist autograd counts */
+    g_assert_cmpuint(g_strv_length((char **)c), ==, 17);
+    g_assert_true(g_strv_contains(c, "num_autograd_contexts"));
+    g_assert_true(g_strv_contains(c, "num_current_backward_passes"));
     for (guint i = 0; c[i] != NULL; i++) {
         char *text = g_strdup_printf("on worker0 {}\nexpect { counter worker0 %s >= 0 }", c[i]);
         sim_scenario_free(parse_ok(text));
@@ -1124,7 +1129,8 @@ test_more_errors(void)
         {"network { latency uniform(1ms 2ms) }\non worker0 {}", "expected ',' or ')' in uniform()"},
         {"network { latency uniform(1ms, 5) }\non worker0 {}",
          "this argument needs a duration with a unit"},
-        {"faults { 5 }\non worker0 {}", "expected a fault (fail, delay, drop, at or after), got '5'"},
+        {"faults { 5 }\non worker0 {}",
+         "expected a fault (fail, delay, drop, at or after), got '5'"},
         {"faults { fail 5 }\non worker0 {}", "expected a message type (e.g. PYTHON_CALL), got '5'"},
         {"faults { at 1s heal all now }\non worker0 {}", "unexpected 'now' after at"},
         {"expect { 5 }\non worker0 {}", "expected an expectation, got '5'"},
@@ -1220,6 +1226,162 @@ test_malformed_corpus(void)
     g_ptr_array_unref(names);
 }
 
+/* --- autograd ---------------------------------------------------------------- */
+
+/* Line numbers matter: the test checks locations. */
+static const char autograd_text[] =
+    "on worker0 {\n"                                                        /* 1 */
+    "  w = param(full(2.0, 2, 2)); x = detach(w)\n"                         /* 2 */
+    "  y = sigmoid(relu(matmul(x, w))) + exp(w) * pow(w, 2) / 3\n"          /* 3 */
+    "  backward(sum(y), retain=True); backward(mean(y))\n"                  /* 4 */
+    "  expect grad(w) != None and requires_grad(w)\n"                       /* 5 */
+    "  dist_autograd as ctx {\n"                                            /* 6 */
+    "    r = rpc_sync(worker1, matmul, w, w)\n"                             /* 7 */
+    "    dist_backward(ctx, sum(r), retain=False)\n"                        /* 8 */
+    "    dist_backward(ctx, [sum(r)])\n"                                    /* 9 */
+    "    expect dist_grad(ctx, w) != None and dist_grads_count(ctx) == 1\n" /* 10 */
+    "    dist_sgd_step(ctx, [rref(w)], 0.1)\n"                              /* 11 */
+    "  }\n"                                                                 /* 12 */
+    "  dist_autograd as ctx\n"                                              /* 13 */
+    "  {\n"                                                                 /* 14 */
+    "    set_simulate_backward_error(False)\n"                              /* 15 */
+    "    expect counter(\"num_autograd_contexts\") == 1\n"                  /* 16 */
+    "  }; dist_autograd as c2 {}\n"                                         /* 17 */
+    "}\n"                                                                   /* 18 */
+    "expect { counter worker1 num_autograd_contexts == 0\n"                 /* 19 */
+    "  counter worker0 num_current_backward_passes <= 0 }\n";               /* 20 */
+
+static void
+test_autograd(void)
+{
+    ScScenario *sc = parse_ok(autograd_text);
+    const ScProgram *prog = g_ptr_array_index(sc->programs, 0);
+    g_assert_cmpuint(prog->body->len, ==, 9);
+
+    /* backward(sum(y), retain=True): one kwarg */
+    const ScStmt *s = stmt_at(prog->body, 3);
+    g_assert_cmpint(s->kind, ==, SC_STMT_EXPR);
+    g_assert_cmpstr(s->u.expr->u.call.name, ==, "backward");
+    g_assert_cmpuint(s->u.expr->u.call.kwargs->len, ==, 1);
+    const ScKwarg *k = g_ptr_array_index(s->u.expr->u.call.kwargs, 0);
+    g_assert_cmpstr(k->name, ==, "retain");
+    g_assert_cmpint(k->value->kind, ==, SC_EXPR_BOOL);
+    assert_loc(k->value->loc, 4, 27);
+
+    /* the context block: a variable, resolved inside, and its body */
+    s = stmt_at(prog->body, 6);
+    g_assert_cmpint(s->kind, ==, SC_STMT_DIST_CONTEXT);
+    assert_loc(s->loc, 6, 3);
+    g_assert_cmpstr(s->u.ctx.var, ==, "ctx");
+    g_assert_cmpuint(s->u.ctx.body->len, ==, 5);
+    const ScStmt *in = stmt_at(s->u.ctx.body, 0);
+    g_assert_cmpint(in->kind, ==, SC_STMT_ASSIGN);
+    const ScExpr *call = in->u.assign.value;
+    assert_name(arg_at(call, 0), "worker1", SC_REF_WORKER, 1);
+    assert_name(arg_at(call, 1), "matmul", SC_REF_FUNC, -1);
+    in = stmt_at(s->u.ctx.body, 1);
+    g_assert_cmpstr(in->u.expr->u.call.name, ==, "dist_backward");
+    assert_name(arg_at(in->u.expr, 0), "ctx", SC_REF_VAR, -1);
+    in = stmt_at(s->u.ctx.body, 4);
+    g_assert_cmpstr(in->u.expr->u.call.name, ==, "dist_sgd_step");
+    g_assert_cmpuint(in->u.expr->u.call.args->len, ==, 3);
+
+    /* '{' on the next line; an empty block after ';' */
+    s = stmt_at(prog->body, 7);
+    g_assert_cmpint(s->kind, ==, SC_STMT_DIST_CONTEXT);
+    g_assert_cmpuint(s->u.ctx.body->len, ==, 2);
+    s = stmt_at(prog->body, 8);
+    g_assert_cmpint(s->kind, ==, SC_STMT_DIST_CONTEXT);
+    g_assert_cmpstr(s->u.ctx.var, ==, "c2");
+    g_assert_cmpuint(s->u.ctx.body->len, ==, 0);
+
+    const ScEndExpect *x = g_ptr_array_index(sc->expects, 0);
+    g_assert_cmpint(x->kind, ==, SC_END_COUNTER);
+    g_assert_cmpint(x->worker, ==, 1);
+    g_assert_cmpstr(x->name, ==, "num_autograd_contexts");
+    x = g_ptr_array_index(sc->expects, 1);
+    g_assert_cmpstr(x->name, ==, "num_current_backward_passes");
+    g_assert_cmpint(x->cmp, ==, SC_CMP_LE);
+    sim_scenario_free(sc);
+
+    /* the context variable is an ordinary variable from its block on */
+    sc = parse_ok("on worker0 { dist_autograd as c { }\n print c }");
+    s = stmt_at(((ScProgram *)g_ptr_array_index(sc->programs, 0))->body, 1);
+    assert_name(s->u.expr, "c", SC_REF_VAR, -1);
+    sim_scenario_free(sc);
+    /* built-in names are not reserved: they may name variables */
+    sim_scenario_free(parse_ok("on worker0 { grad = 1; sum = grad + 1; param = sum }"));
+
+    /* arity and keyword arguments, checked before the run */
+    parse_err("on worker0 { param() }", "t.rpcs:1:14: param() takes exactly 1 argument (0 given)");
+    parse_err("on worker0 { param(1, 2) }", "param() takes exactly 1 argument (2 given)");
+    parse_err("on worker0 { detach() }", "detach() takes exactly 1 argument (0 given)");
+    parse_err("on worker0 { matmul(1) }", "matmul() takes exactly 2 arguments (1 given)");
+    parse_err("on worker0 { pow(1) }", "pow() takes exactly 2 arguments (1 given)");
+    parse_err("on worker0 { sum(1, 2) }", "sum() takes exactly 1 argument (2 given)");
+    parse_err("on worker0 { mean() }", "mean() takes exactly 1 argument (0 given)");
+    parse_err("on worker0 { relu(1, 2) }", "relu() takes exactly 1 argument (2 given)");
+    parse_err("on worker0 { sigmoid() }", "sigmoid() takes exactly 1 argument (0 given)");
+    parse_err("on worker0 { exp() }", "exp() takes exactly 1 argument (0 given)");
+    parse_err("on worker0 { grad() }", "grad() takes exactly 1 argument (0 given)");
+    parse_err("on worker0 { requires_grad(1, 2) }",
+              "requires_grad() takes exactly 1 argument (2 given)");
+    parse_err("on worker0 { backward() }", "backward() takes exactly 1 argument (0 given)");
+    parse_err("on worker0 { dist_backward(1) }",
+              "dist_backward() takes exactly 2 arguments (1 given)");
+    parse_err("on worker0 { dist_grad(1, 2, 3) }",
+              "dist_grad() takes exactly 2 arguments (3 given)");
+    parse_err("on worker0 { dist_grads_count() }",
+              "dist_grads_count() takes exactly 1 argument (0 given)");
+    parse_err("on worker0 { dist_sgd_step(1, 2) }",
+              "dist_sgd_step() takes exactly 3 arguments (2 given)");
+    parse_err("on worker0 { set_simulate_backward_error() }",
+              "set_simulate_backward_error() takes exactly 1 argument (0 given)");
+    parse_err("on worker0 { backward(1, retain_graph=True) }",
+              "t.rpcs:1:39: backward() got an unexpected keyword argument 'retain_graph' "
+              "(only retain=)");
+    parse_err("on worker0 { dist_backward(1, 2, timeout=1s) }",
+              "dist_backward() got an unexpected keyword argument 'timeout' (only retain=)");
+    parse_err("on worker0 { backward(1, retain=True, retain=False) }",
+              "duplicate keyword argument 'retain'");
+    parse_err("on worker0 { param(ones(1), requires_grad=True) }",
+              "param() takes no keyword arguments (got 'requires_grad=')");
+    parse_err("on worker0 { grad(1).backward() }", "unknown method 'backward'");
+    parse_err("on worker0 { dist_grad(ctx, 1) }", "undefined variable 'ctx'");
+
+    /* the block's form */
+    parse_err("on worker0 { dist_autograd { } }",
+              "t.rpcs:1:28: expected 'as NAME' after 'dist_autograd' (dist_autograd as ctx { … }), "
+              "got '{'");
+    parse_err("on worker0 { dist_autograd ctx { } }", "expected 'as NAME' after 'dist_autograd'");
+    parse_err("on worker0 { dist_autograd as { } }",
+              "expected a variable name after 'dist_autograd as', got '{'");
+    parse_err("on worker0 { dist_autograd as 1 { } }",
+              "expected a variable name after 'dist_autograd as'");
+    parse_err("on worker0 { dist_autograd as sleep { } }",
+              "'sleep' is a reserved word and cannot be a variable");
+    parse_err("on worker0 { dist_autograd as c print 1 }",
+              "expected '{' after 'dist_autograd', got 'print'");
+    parse_err("on worker0 {\n dist_autograd as c {\n print 1\n}",
+              "t.rpcs:4:2: expected '}' to close 'on' block opened at 1:1");
+    parse_err("on worker0 { dist_autograd as c { print 1 }",
+              "expected '}' to close 'on' block opened at 1:1");
+    parse_err("on worker0 { dist_autograd as c { } print 1 }",
+              "t.rpcs:1:37: unexpected 'print' after dist_autograd (expected a newline or ';')");
+    parse_err("on worker0 { dist_autograd = 1 }",
+              "expected 'as NAME' after 'dist_autograd' (dist_autograd as ctx { … }), got '='");
+    parse_err("on worker0 { x = dist_autograd }", "undefined variable 'dist_autograd'");
+    parse_err("world { workers [dist_autograd] }\non dist_autograd { }",
+              "'dist_autograd' is a reserved word");
+    parse_err("on worker0 { print counter(\"num_autograd_context\") }",
+              "unknown counter 'num_autograd_context'");
+    parse_err("on worker0 {}\nexpect { counter worker0 num_backward_passes == 0 }",
+              "unknown counter 'num_backward_passes'");
+    /* every truncation of the autograd text fails cleanly or parses */
+    for (gsize cut = 0; cut <= strlen(autograd_text); cut++)
+        parse_any(autograd_text, cut);
+}
+
 /* --- robustness ------------------------------------------------------------------ */
 
 static void
@@ -1236,6 +1398,7 @@ test_deep_nesting(void)
         {"len(", "1", ")"},
         {"repeat 1 { ", "print 1", " }"},
         {"parallel { { ", "print 1", " } }"},
+        {"dist_autograd as c { ", "print 1", " }"},
         {"1 + ", "1", ""},
         {"f.then(add, ", "1", ")"},
         {"", "future()", ".wait()"},
@@ -1243,7 +1406,8 @@ test_deep_nesting(void)
     for (guint s = 0; s < G_N_ELEMENTS(shapes); s++) {
         GString *t = g_string_new("on worker0 {\n f = future()\n x = ");
         if (strncmp(shapes[s].open, "repeat", 6) == 0 ||
-            strncmp(shapes[s].open, "parallel", 8) == 0)
+            strncmp(shapes[s].open, "parallel", 8) == 0 ||
+            strncmp(shapes[s].open, "dist_autograd", 13) == 0)
             g_string_truncate(t, strlen("on worker0 {\n f = future()\n "));
         for (guint i = 0; i < deep; i++)
             g_string_append(t, shapes[s].open);
@@ -1320,17 +1484,16 @@ lcg(guint32 *state)
     return *state >> 8;
 }
 
+/* Random edits of base: none may crash or leak. */
 static void
-test_mutations(void)
+mutate(const char *base, guint rounds, guint32 st)
 {
     /* bytes that make interesting tokens when dropped in */
     static const char alphabet[] = "{}()[]\"\\#\n;,.=<>-+*/%_0123456789eEsmunhB:aZ \t\xc3\xff";
-    const gsize n = strlen(full_text);
-    const guint rounds = g_getenv("RPCSIM_UNDER_VALGRIND") != NULL ? 400 : 4000;
-    guint32 st = 20240611;
+    const gsize n = strlen(base);
     GString *buf = g_string_new(NULL);
     for (guint r = 0; r < rounds; r++) {
-        g_string_assign(buf, full_text);
+        g_string_assign(buf, base);
         guint edits = 1 + lcg(&st) % 4;
         for (guint e = 0; e < edits && buf->len > 0; e++) {
             gsize at = lcg(&st) % buf->len;
@@ -1350,7 +1513,7 @@ test_mutations(void)
             default: { /* copy a slice elsewhere */
                 gsize from = lcg(&st) % n, len = lcg(&st) % 24;
                 len = MIN(n - from, len);
-                g_string_insert_len(buf, (gssize)at, full_text + from, (gssize)len);
+                g_string_insert_len(buf, (gssize)at, base + from, (gssize)len);
                 break;
             }
             }
@@ -1358,6 +1521,14 @@ test_mutations(void)
         parse_any(buf->str, buf->len);
     }
     g_string_free(buf, TRUE);
+}
+
+static void
+test_mutations(void)
+{
+    const gboolean vg = g_getenv("RPCSIM_UNDER_VALGRIND") != NULL;
+    mutate(full_text, vg ? 400 : 4000, 20240611);
+    mutate(autograd_text, vg ? 200 : 2000, 7);
 }
 
 /* Every ```rpcs block of the reference is a complete, valid scenario. */
@@ -1407,6 +1578,7 @@ main(int argc, char **argv)
     g_test_add_func("/scenario-parse/io-error", test_io_error);
     g_test_add_func("/scenario-parse/names", test_names);
     g_test_add_func("/scenario-parse/more-errors", test_more_errors);
+    g_test_add_func("/scenario-parse/autograd", test_autograd);
     g_test_add_func("/scenario-parse/malformed-corpus", test_malformed_corpus);
     g_test_add_func("/scenario-parse/deep-nesting", test_deep_nesting);
     g_test_add_func("/scenario-parse/binary-junk", test_binary_junk);
