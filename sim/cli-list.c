@@ -76,24 +76,6 @@ print_names(const char *const *names, const char *indent)
         fprintf(stdout, "%s%s\n", indent, names[i]);
 }
 
-/* The types a faulty-agent rule (fail or delay) accepts, asked of the fault injector itself
- * (transfer container; names are static). */
-static GPtrArray *
-faultable_types(void)
-{
-    GPtrArray *out = g_ptr_array_new();
-    SimFaults *probe = sim_faults_new();
-    for (guint t = 0; t < 0x400; t++) {
-        if (!rpc_message_type_is_known(t))
-            continue;
-        const char *name = rpc_message_type_name((RpcMessageType)t);
-        if (sim_faults_add_fail(probe, name, NULL))
-            g_ptr_array_add(out, (gpointer)name);
-    }
-    sim_faults_free(probe);
-    return out;
-}
-
 static void
 list_faults(void)
 {
@@ -113,12 +95,12 @@ list_faults(void)
           "      the first N sends of each distinct message of TYPE fail (default N 3)\n"
           "  delay TYPE[, TYPE...] by D [from WORKER]\n"
           "      messages of TYPE wait D before they are written\n"
+          "  drop TYPE[, TYPE...] with P [from WORKER]\n"
+          "      messages of TYPE are lost with probability P (not a PyTorch option;\n"
+          "      retried control messages recover after their RPC timeout)\n"
           "  accepted types:\n",
           stdout);
-    GPtrArray *fail = faultable_types();
-    for (guint i = 0; i < fail->len; i++)
-        fprintf(stdout, "    %s\n", (const char *)g_ptr_array_index(fail, i));
-    g_ptr_array_unref(fail);
+    print_names(sim_faults_type_names(), "    ");
     fputs("\n"
           "World actions, in a program or timed in faults { ... }:\n"
           "  at TIME ACTION                      at a virtual time\n"

@@ -2226,50 +2226,26 @@ parse_stmt_block(Parser *p, const char *what, ScLoc opened, GPtrArray *body)
     return parse_braced(p, what, opened, parse_stmt, body);
 }
 
+/* One branch of a parallel statement: a braced block or a single statement,
+ * each run on its own thread. */
+static gboolean
+parse_parallel_branch(Parser *p, gpointer data)
+{
+    GPtrArray *blocks = data;
+    GPtrArray *block = stmt_array_new();
+    g_ptr_array_add(blocks, block);
+    Token *t = peek(p);
+    if (t->kind == T_LBRACE)
+        return parse_stmt_block(p, "{", t->loc, block);
+    return parse_stmt(p, block);
+}
+
 /* parallel { {…} {…} STMT … } */
 static gboolean
 parse_parallel(Parser *p, ScStmt *s)
 {
     s->u.blocks = g_ptr_array_new_with_free_func(stmt_array_unref);
-    while (peek(p)->kind == T_NEWLINE)
-        advance(p);
-    Token *t = peek(p);
-    if (FAILED(p))
-        return FALSE;
-    if (t->kind != T_LBRACE) {
-        fail_got(p, "expected '{' after 'parallel'");
-        return FALSE;
-    }
-    if (!nest_push(p, t->loc))
-        return FALSE;
-    advance(p);
-    for (;;) {
-        t = peek(p);
-        if (FAILED(p))
-            return FALSE;
-        if (t->kind == T_NEWLINE || t->kind == T_SEMI) {
-            advance(p);
-            continue;
-        }
-        if (t->kind == T_RBRACE) {
-            advance(p);
-            p->nest--;
-            return TRUE;
-        }
-        if (t->kind == T_EOF) {
-            fail(p, t->loc, "expected '}' to close 'parallel' block opened at %u:%u", s->loc.line,
-                 s->loc.col);
-            return FALSE;
-        }
-        GPtrArray *block = stmt_array_new();
-        g_ptr_array_add(s->u.blocks, block);
-        if (t->kind == T_LBRACE) {
-            if (!parse_stmt_block(p, "{", t->loc, block))
-                return FALSE;
-        } else if (!parse_stmt(p, block)) {
-            return FALSE;
-        }
-    }
+    return parse_braced(p, "parallel", s->loc, parse_parallel_branch, s->u.blocks);
 }
 
 static gboolean

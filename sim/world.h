@@ -6,12 +6,14 @@
  * faulty-agent rule set, and, once RPC is initialised, an RpcAgent.  All
  * workers share the network and the store.
  *
- * Faults: crash (the worker stops at once: its threads are unwound, its
- * agent killed, peers' calls to it fail with "Connection closed by peer",
- * messages to it bounce), restart (a fresh agent with the same name and id),
- * pause (the worker runs nothing and receives nothing until resumed).
- * These take effect from an event at the current time, so they can be
- * requested from inside a virtual thread.
+ * Faults: crash (the worker stops at once: its threads are unwound and its
+ * agent killed; peers with calls pending on it learn through a close notice
+ * sent on its links, behind the data it wrote, and handled on their thread
+ * pool behind earlier replies — "Connection closed by peer"; messages to it
+ * bounce), restart (a fresh agent with the same name and id), pause (the
+ * worker runs nothing and receives nothing until resumed).  Pause and restart
+ * act at once; a crash requested from inside a virtual thread takes effect
+ * from an event at the current time (a thread cannot unwind its own pool).
  *
  * Teardown order is part of the contract: close every pool, unwind every
  * thread, free the agents, the executors (pending timers cancelled), the
