@@ -1,0 +1,117 @@
+/* pool.c — per-thread free lists for small records (see pool.h).
+ *
+ * Invariant: a block on list[c] is exactly class_size(c) bytes, came from
+ * g_malloc, and is linked through its first word; count[c] is the length
+ * of list[c] and never exceeds RPC_POOL_MAX_CACHED.
+ */
+#include "core/pool.h"
+
+#include <string.h>
+
+#if defined(__has_include)
+#if __has_include(<valgrind/valgrind.h>)
+#include <valgrind/valgrind.h>
+#define HAVE_VALGRIND_H 1
+#endif
+#endif
+
+#define CLASS_SHIFT 4 /* 16-byte classes */
+#define N_CLASSES   (RPC_POOL_MAX_SIZE >> CLASS_SHIFT)
+
+typedef struct Block {
+    struct Block *next;
+} Block;
+
+typedef struct {
+    Block *list[N_CLASSES];
+    guint count[N_CLASSES];
+} Cache;
+
+static _Thread_local Cache cache;
+/* 0: not decided yet; 1: pooling; 2: straight to g_malloc. */
+static _Thread_local int mode;
+
+static int
+decide(void)
+{
+    gboolean off = g_getenv("RPCSIM_NO_POOL") != NULL;
+#ifdef HAVE_VALGRIND_H
+    off = off || RUNNING_ON_VALGRIND;
+#endif
+    mode = off ? 2 : 1;
+    return mode;
+}
+
+static inline gboolean
+pooled(gsize size)
+{
+    int m = mode != 0 ? mode : decide();
+    return m == 1 && size - 1 < RPC_POOL_MAX_SIZE;
+}
+
+static inline guint
+class_of(gsize size)
+{
+    return (guint)((size - 1) >> CLASS_SHIFT);
+}
+
+gboolean
+rpc_pool_enabled(void)
+{
+    return pooled(1);
+}
+
+gpointer
+rpc_pool_alloc(gsize size)
+{
+    if (!pooled(size))
+        return g_malloc(size);
+    guint c = class_of(size);
+    Block *b = cache.list[c];
+    if (b == NULL)
+        return g_malloc((gsize)(c + 1) << CLASS_SHIFT);
+    cache.list[c] = b->next;
+    cache.count[c]--;
+    return b;
+}
+
+gpointer
+rpc_pool_alloc0(gsize size)
+{
+    gpointer p = rpc_pool_alloc(size);
+    memset(p, 0, size);
+    return p;
+}
+
+void
+rpc_pool_free(gpointer p, gsize size)
+{
+    if (p == NULL)
+        return;
+    if (!pooled(size)) {
+        g_free(p);
+        return;
+    }
+    guint c = class_of(size);
+    if (cache.count[c] >= RPC_POOL_MAX_CACHED) {
+        g_free(p);
+        return;
+    }
+    Block *b = p;
+    b->next = cache.list[c];
+    cache.list[c] = b;
+    cache.count[c]++;
+}
+
+void
+rpc_pool_trim(void)
+{
+    for (guint c = 0; c < N_CLASSES; c++) {
+        while (cache.list[c] != NULL) {
+            Block *b = cache.list[c];
+            cache.list[c] = b->next;
+            g_free(b);
+        }
+        cache.count[c] = 0;
+    }
+}
