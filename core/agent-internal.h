@@ -70,7 +70,8 @@ gboolean rpc_agent_parse_call_body(const RpcValue *body, guint want, const char 
 /* What an unpickled request is waiting for. */
 typedef struct {
     RpcAgent *a;
-    GPtrArray *pending; /* nullable: confirmation futures (refs) to wait for */
+    gboolean collect;   /* collect the confirmations to wait for in `pending` */
+    GPtrArray *pending; /* created on the first one: confirmation futures (refs) */
 } RpcDecodeCtx;
 
 /* Codec hooks: data is the sending RpcAgent* / an RpcDecodeCtx*.  RRefs

@@ -19,7 +19,9 @@
 #include <string.h>
 
 #include "core/codec.h"
+#include "core/intmap.h"
 #include "core/message.h"
+#include "core/pool.h"
 #include "core/agent-internal.h"
 #include "core/dist-autograd.h"
 
@@ -57,7 +59,7 @@ struct RpcAgent {
     char **names; /* by id, after start */
     char *prefix; /* store key prefix */
     gint64 next_message_id;
-    GHashTable *pending; /* gint64* id → Pending* */
+    RpcIntMap pending;   /* request id → Pending* (owned) */
     GArray *timeouts;    /* min-heap of TimeoutEntry */
     guint64 timer_id;    /* armed executor timer, 0 if none */
     RpcTime timer_at;
@@ -69,8 +71,9 @@ struct RpcAgent {
     GHashTable *slots;     /* name → RpcValue*, per-worker storage for UDFs */
     RpcRRefCtx *rrefs;     /* the RRef context (rref.c) */
     RpcDistAutograd *dist; /* distributed autograd (dist-autograd.c) */
-    GHashTable *seen;      /* (from, request id) pairs served: duplicates dropped */
+    RpcIntMap *seen;       /* by sender: request ids served (duplicates dropped) */
     gboolean raise_rref_leaks;
+    GPtrArray *spare_tensors; /* an empty side list for the next encode, or NULL */
 };
 
 /* --- trace kinds -------------------------------------------------------- */
@@ -127,32 +130,10 @@ gather_state_free(gpointer p)
 }
 
 static void
-pending_free(gpointer p)
+pending_free(Pending *pd)
 {
-    Pending *pd = p;
     rpc_future_unref(pd->fut);
-    g_free(pd);
-}
-
-/* A request is known by its sender and the sender's message id (ids are
- * never reused by one agent; see first_message_id). */
-typedef struct {
-    gint from;
-    gint64 id;
-} RequestKey;
-
-static guint
-request_key_hash(gconstpointer p)
-{
-    const RequestKey *k = p;
-    return g_int64_hash(&k->id) ^ (guint)k->from * 2654435761u;
-}
-
-static gboolean
-request_key_equal(gconstpointer x, gconstpointer y)
-{
-    const RequestKey *a = x, *b = y;
-    return a->from == b->from && a->id == b->id;
+    rpc_pool_delete(Pending, pd);
 }
 
 RpcAgent *
@@ -178,14 +159,16 @@ rpc_agent_new(const RpcAgentConfig *cfg, GError **error)
     a->default_timeout = cfg->rpc_timeout;
     a->next_message_id = cfg->first_message_id;
     a->prefix = g_strdup(cfg->store_prefix ? cfg->store_prefix : "");
-    a->pending = g_hash_table_new_full(g_int64_hash, g_int64_equal, NULL, pending_free);
+    rpc_intmap_init(&a->pending);
     a->timeouts = g_array_new(FALSE, FALSE, sizeof(TimeoutEntry));
     a->gather_seq = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
     a->gather_states = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, gather_state_free);
     a->slots =
         g_hash_table_new_full(g_str_hash, g_str_equal, g_free, (GDestroyNotify)rpc_value_unref);
     a->raise_rref_leaks = cfg->raise_rref_leaks;
-    a->seen = g_hash_table_new_full(request_key_hash, request_key_equal, g_free, NULL);
+    /* A request is known by its sender and the sender's message id (ids
+     * are never reused by one agent; see first_message_id). */
+    a->seen = g_new0(RpcIntMap, cfg->world_size);
     a->rrefs = rpc_rref_ctx_new(a);
     a->dist = rpc_dist_autograd_new(a);
     return a;
@@ -207,10 +190,17 @@ rpc_agent_free(RpcAgent *a)
     g_hash_table_remove_all(a->slots);
     rpc_dist_autograd_free(a->dist);
     rpc_rref_ctx_free(a->rrefs);
-    g_hash_table_unref(a->seen);
-    g_hash_table_unref(a->pending);
+    for (guint r = 0; r < a->world_size; r++)
+        rpc_intmap_clear(&a->seen[r]);
+    g_free(a->seen);
+    for (guint i = 0; i < rpc_intmap_capacity(&a->pending); i++)
+        if (a->pending.slots[i].value != NULL)
+            pending_free(a->pending.slots[i].value);
+    rpc_intmap_clear(&a->pending);
     g_array_unref(a->timeouts);
     rpc_future_unref(a->idle);
+    if (a->spare_tensors != NULL)
+        g_ptr_array_unref(a->spare_tensors);
     g_hash_table_unref(a->gather_seq);
     g_hash_table_unref(a->gather_states);
     g_hash_table_unref(a->slots);
@@ -514,12 +504,11 @@ arm_timer(RpcAgent *a)
 static RpcFuture *
 take_pending(RpcAgent *a, gint64 id, Pending *out)
 {
-    Pending *p = g_hash_table_lookup(a->pending, &id);
+    Pending *p = rpc_intmap_remove(&a->pending, id);
     if (p == NULL)
         return NULL;
     *out = *p;
-    p->fut = NULL; /* ownership moves to the caller */
-    g_hash_table_remove(a->pending, &id);
+    rpc_pool_delete(Pending, p); /* its future reference moves to the caller */
     return out->fut;
 }
 
@@ -531,7 +520,7 @@ retarget_timer(RpcAgent *a)
 {
     while (a->timeouts->len > 0) {
         TimeoutEntry *e = &g_array_index(a->timeouts, TimeoutEntry, 0);
-        Pending *p = g_hash_table_lookup(a->pending, &e->id);
+        Pending *p = rpc_intmap_lookup(&a->pending, e->id);
         if (p != NULL && p->expiry == e->expiry)
             break;
         heap_pop(a->timeouts);
@@ -580,7 +569,7 @@ on_timer(gpointer data)
     RpcTime now = rpc_executor_now(a->ex);
     while (a->timeouts->len > 0 && g_array_index(a->timeouts, TimeoutEntry, 0).expiry <= now) {
         TimeoutEntry e = heap_pop(a->timeouts);
-        Pending *p = g_hash_table_lookup(a->pending, &e.id);
+        Pending *p = rpc_intmap_lookup(&a->pending, e.id);
         if (p == NULL || p->expiry != e.expiry)
             continue; /* answered already */
         Pending taken = {0};
@@ -600,6 +589,7 @@ on_timer(gpointer data)
 /* --- sending -------------------------------------------------------------- */
 
 /* Encodes a message body; RRefs inside are forked (rref.c's pickle hook).
+ * *tensors receives the side list, NULL when the body has no tensor.
  * A body that cannot be encoded takes back the forks it made before the
  * failure; otherwise *forks (nullable) receives them, so that a send that
  * fails at once can take them back too (rpc_rref_forks_undo). */
@@ -607,7 +597,11 @@ static GBytes *
 encode_body_forks(RpcAgent *a, const RpcValue *body, GPtrArray **tensors, GArray **forks,
                   GError **error)
 {
-    *tensors = g_ptr_array_new_with_free_func((GDestroyNotify)rpc_tensor_unref);
+    /* Most bodies carry no tensor: their side list goes back to the spare
+     * slot (a nested encode, from a pickle hook, just allocates its own). */
+    *tensors = a->spare_tensors ? a->spare_tensors
+                                : g_ptr_array_new_with_free_func((GDestroyNotify)rpc_tensor_unref);
+    a->spare_tensors = NULL;
     RpcCodecHooks hooks = {rpc_rref_pickle, NULL, a};
     rpc_rref_forks_begin(a->rrefs);
     GBytes *payload = rpc_codec_encode(body, *tensors, &hooks, error);
@@ -615,7 +609,12 @@ encode_body_forks(RpcAgent *a, const RpcValue *body, GPtrArray **tensors, GArray
     if (payload == NULL) {
         rpc_rref_forks_undo(a->rrefs, made);
         made = NULL;
-        g_ptr_array_unref(*tensors);
+    }
+    if (payload == NULL || (*tensors)->len == 0) {
+        if (a->spare_tensors == NULL && (*tensors)->len == 0)
+            a->spare_tensors = *tensors;
+        else
+            g_ptr_array_unref(*tensors);
         *tensors = NULL;
     }
     if (forks != NULL)
@@ -638,19 +637,16 @@ static RpcFuture *
 send_encoded(RpcAgent *a, gint dst, RpcMessageType type, GBytes *payload, GPtrArray *tensors,
              RpcTime timeout, const char *what)
 {
-    GPtrArray *tcopy = g_ptr_array_new_full(tensors->len, (GDestroyNotify)rpc_tensor_unref);
-    for (guint i = 0; i < tensors->len; i++)
-        g_ptr_array_add(tcopy, rpc_tensor_ref(g_ptr_array_index(tensors, i)));
     gint64 id = a->next_message_id++;
-    /* Hook: a user call made in a dist autograd context goes out wrapped. */
-    RpcMessage *msg = rpc_message_new(type, id, g_bytes_ref(payload), tcopy);
+    /* Hook: a user call made in a dist autograd context goes out wrapped.
+     * Payload and tensors are shared, never modified after encoding. */
+    RpcMessage *msg = rpc_message_new(type, id, g_bytes_ref(payload),
+                                      tensors ? g_ptr_array_ref(tensors) : NULL);
     msg = rpc_dist_autograd_wrap_request(a, dst, msg);
     GBytes *wire = rpc_message_encode(msg);
     RpcFuture *fut = rpc_future_new(a->ex);
-    /* For deadlock reports; built without printf: this is the hot path. */
-    char *desc = g_strconcat("the reply to ", what, " from ", a->names[dst], NULL);
-    rpc_future_set_description(fut, desc);
-    g_free(desc);
+    /* For deadlock reports, formatted only if one is made. */
+    rpc_future_set_description_lazy(fut, "the reply to %s from %s", what, a->names[dst]);
     RpcTime effective = timeout == RPC_TIMEOUT_UNSET ? a->default_timeout : timeout;
     TRACE(a, tk_send, dst, id, (gint64)g_bytes_get_size(wire), what);
     GError *send_err = NULL;
@@ -659,7 +655,7 @@ send_encoded(RpcAgent *a, gint dst, RpcMessageType type, GBytes *payload, GPtrAr
         rpc_future_fail_if_needed(fut, rpc_value_new_error_from_gerror(send_err));
         g_error_free(send_err);
     } else {
-        Pending *p = g_new0(Pending, 1);
+        Pending *p = rpc_pool_new(Pending);
         p->id = id;
         p->to = dst;
         p->type = type;
@@ -671,7 +667,7 @@ send_encoded(RpcAgent *a, gint dst, RpcMessageType type, GBytes *payload, GPtrAr
             p->expiry = effective > RPC_TIME_NEVER - now ? RPC_TIME_NEVER : now + effective;
             heap_push(a->timeouts, (TimeoutEntry){p->expiry, id});
         }
-        g_hash_table_insert(a->pending, &p->id, p);
+        rpc_intmap_insert(&a->pending, id, p);
         a->c.client_active_calls++;
         a->c.requests_sent++;
         if (effective > 0)
@@ -700,7 +696,8 @@ send_request(RpcAgent *a, gint dst, RpcMessageType type, RpcValue *body, RpcTime
     else if (forks != NULL)
         g_array_unref(forks);
     g_bytes_unref(payload);
-    g_ptr_array_unref(tensors);
+    if (tensors != NULL)
+        g_ptr_array_unref(tensors);
     return fut;
 }
 
@@ -736,7 +733,8 @@ static void
 retry_free(Retry *r)
 {
     g_bytes_unref(r->payload);
-    g_ptr_array_unref(r->tensors);
+    if (r->tensors != NULL)
+        g_ptr_array_unref(r->tensors);
     g_free(r->what);
     rpc_future_unref(r->result);
     g_free(r);
@@ -934,7 +932,7 @@ inbound_free(gpointer p)
 {
     Inbound *in = p;
     rpc_message_unref(in->msg);
-    g_free(in);
+    rpc_pool_delete(Inbound, in);
 }
 
 /* A UDF's exception as the caller sees it: the original kind, or
@@ -954,16 +952,22 @@ reraise(const RpcValue *err)
 }
 
 /* Decodes a message's payload; RRefs inside are rebuilt (rref.c's unpickle
- * hook), and the confirmations they wait for are added to `pending`
- * (nullable) so that a request can be held until they arrive. */
+ * hook), and when `pending` is not NULL the confirmations they wait for are
+ * collected in *pending (created on the first one; NULL if none), so that a
+ * request can be held until they arrive. */
 static RpcValue *
-decode_payload(RpcAgent *a, RpcMessage *msg, GPtrArray *pending, GError **error)
+decode_payload(RpcAgent *a, RpcMessage *msg, GPtrArray **pending, GError **error)
 {
     gsize len;
     const guint8 *bytes = g_bytes_get_data(rpc_message_payload(msg), &len);
-    RpcDecodeCtx dctx = {a, pending};
+    RpcDecodeCtx dctx = {a, pending != NULL, NULL};
     RpcCodecHooks hooks = {NULL, rpc_rref_unpickle, &dctx};
-    return rpc_codec_decode(bytes, len, rpc_message_tensors(msg), &hooks, error);
+    RpcValue *v = rpc_codec_decode(bytes, len, rpc_message_tensors(msg), &hooks, error);
+    if (pending != NULL)
+        *pending = dctx.pending;
+    else if (dctx.pending != NULL)
+        g_ptr_array_unref(dctx.pending);
+    return v;
 }
 
 static void
@@ -1197,11 +1201,12 @@ call_reply(RpcFuture *f, gpointer data, GError **error)
 void
 rpc_agent_reply_when_done(RpcAgent *a, gint to, gint64 id, RpcMessageType ret_type, RpcFuture *out)
 {
-    CallReply *r = g_new(CallReply, 1);
-    r->a = a;
-    r->to = to;
-    r->id = id;
-    r->ret_type = ret_type;
+    CallReply reply = {a, to, id, ret_type};
+    if (rpc_future_done(out)) { /* the usual case: a plain function returned */
+        call_reply(out, &reply, NULL);
+        return;
+    }
+    CallReply *r = g_memdup2(&reply, sizeof reply);
     rpc_future_add_done_callback(out, call_reply, r, g_free, NULL);
 }
 
@@ -1332,16 +1337,17 @@ serve_request(Inbound *in)
     gint64 id = rpc_message_id(in->msg);
     a->c.server_active_calls++;
     GError *err = NULL;
-    GPtrArray *pending = g_ptr_array_new_with_free_func((GDestroyNotify)rpc_future_unref);
-    RpcValue *body = decode_payload(a, in->msg, pending, &err);
+    GPtrArray *pending = NULL;
+    RpcValue *body = decode_payload(a, in->msg, &pending, &err);
     if (body == NULL) {
         a->c.decode_errors++;
         respond_exception(a, in->from, id, err->message);
         g_error_free(err);
-        g_ptr_array_unref(pending);
+        if (pending != NULL)
+            g_ptr_array_unref(pending);
         return;
     }
-    if (pending->len > 0) {
+    if (pending != NULL) {
         RpcFuture *all =
             rpc_future_collect_all(a->ex, (RpcFuture *const *)pending->pdata, pending->len, NULL);
         Held *h = g_new(Held, 1);
@@ -1351,7 +1357,6 @@ serve_request(Inbound *in)
         g_ptr_array_unref(pending);
         return;
     }
-    g_ptr_array_unref(pending);
     dispatch_request(a, in->from, id, type, body);
     rpc_value_unref(body);
 }
@@ -1379,10 +1384,8 @@ void
 rpc_agent_deliver(RpcAgent *a, gint from, GBytes *wire)
 {
     g_return_if_fail(a != NULL && wire != NULL);
-    gsize len;
-    const guint8 *data = g_bytes_get_data(wire, &len);
     GError *err = NULL;
-    RpcMessage *msg = rpc_message_decode(data, len, &err);
+    RpcMessage *msg = rpc_message_decode_bytes(wire, &err);
     if (msg == NULL) {
         a->c.decode_errors++;
         TRACE(a, tk_decode, from, 0, 0, err->message);
@@ -1397,15 +1400,15 @@ rpc_agent_deliver(RpcAgent *a, gint from, GBytes *wire)
     if (rpc_message_type_is_request(rpc_message_type(msg))) {
         /* At most once: a request the network duplicated is served once
          * (a duplicated response finds no pending call and is dropped). */
-        RequestKey k = {from, rpc_message_id(msg)};
-        if (g_hash_table_contains(a->seen, &k)) {
-            TRACE(a, tk_drop, from, k.id, 0, "duplicate request");
+        gint64 id = rpc_message_id(msg);
+        if (from >= 0 && (guint)from < a->world_size &&
+            rpc_intmap_insert(&a->seen[from], id, GINT_TO_POINTER(1)) != NULL) {
+            TRACE(a, tk_drop, from, id, 0, "duplicate request");
             rpc_message_unref(msg);
             return;
         }
-        g_hash_table_add(a->seen, g_memdup2(&k, sizeof k));
     }
-    Inbound *in = g_new(Inbound, 1);
+    Inbound *in = rpc_pool_new_raw(Inbound);
     in->a = a;
     in->from = from;
     in->msg = msg;
@@ -1434,13 +1437,12 @@ rpc_agent_connection_failed(RpcAgent *a, gint peer, gint64 message_id, const cha
     if (message_id >= 0) {
         g_array_append_val(ids, message_id);
     } else {
-        GHashTableIter it;
-        gpointer v;
-        g_hash_table_iter_init(&it, a->pending);
-        while (g_hash_table_iter_next(&it, NULL, &v))
-            if (((Pending *)v)->to == peer)
-                g_array_append_val(ids, ((Pending *)v)->id);
-        g_array_sort(ids, compare_int64);
+        for (guint i = 0; i < rpc_intmap_capacity(&a->pending); i++) {
+            const Pending *p = a->pending.slots[i].value;
+            if (p != NULL && p->to == peer)
+                g_array_append_val(ids, p->id);
+        }
+        g_array_sort(ids, compare_int64); /* slot order is not observable */
     }
     for (guint i = 0; i < ids->len; i++) {
         Pending p = {0};
@@ -1860,10 +1862,9 @@ guint
 rpc_agent_pending_calls_to(const RpcAgent *a, gint peer)
 {
     guint n = 0;
-    GHashTableIter it;
-    gpointer v;
-    g_hash_table_iter_init(&it, a->pending);
-    while (g_hash_table_iter_next(&it, NULL, &v))
-        n += ((Pending *)v)->to == peer;
+    for (guint i = 0; i < rpc_intmap_capacity(&a->pending); i++) {
+        const Pending *p = a->pending.slots[i].value;
+        n += p != NULL && p->to == peer;
+    }
     return n;
 }

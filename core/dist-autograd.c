@@ -782,6 +782,8 @@ RpcMessage *
 rpc_dist_autograd_wrap_response(RpcAgent *a, gint to, RpcMessage *msg)
 {
     RpcDistAutograd *d = container(a);
+    if (d->wrapped == NULL || g_hash_table_size(d->wrapped) == 0)
+        return msg; /* no wrapped request is being served */
     ReqKey k = {to, rpc_message_id(msg)};
     gint64 *ctx_id = find(d->wrapped, &k);
     if (ctx_id == NULL)

@@ -2,8 +2,10 @@
  *
  * Invariants:
  *  - completed implies exactly one of value/error is set, forever;
- *  - callbacks is empty once completed: completion swaps the list out
- *    before running it, and later registrations run inline;
+ *  - no callback is stored once completed: completion moves them out
+ *    before running them, and later registrations run inline;
+ *  - has_first is FALSE implies more is NULL (the first callback is the
+ *    inline one, later ones follow in `more`);
  *  - a then() child is referenced only by its parent's callback entry (and
  *    by whoever the caller gave it to), so an abandoned chain is freed when
  *    the parent is.
@@ -11,6 +13,8 @@
 #include "core/future.h"
 
 #include <string.h>
+
+#include "core/pool.h"
 
 typedef enum { CB_THEN, CB_DONE } CallbackKind;
 
@@ -31,8 +35,17 @@ struct RpcFuture {
     RpcExecutor *ex;
     RpcValue *value;
     RpcValue *error;
-    GArray *callbacks; /* of Callback, registration order; NULL when none */
+    /* Callbacks in registration order: the first inline (most futures have
+     * exactly one: a waiter or a reply), the rest in `more`. */
+    Callback first;
+    gboolean has_first;
+    GArray *more; /* of Callback; NULL when none */
     char *description;
+    /* A description built on demand (rpc_future_set_description_lazy): fmt
+     * is static; its two %s arguments are copied into `parts`. */
+    const char *lazy_fmt;
+    char *lazy_parts; /* part 1 NUL part 2 NUL, in `inline_parts` when it fits */
+    char inline_parts[40];
 };
 
 static guint live_futures;
@@ -42,7 +55,7 @@ static const RpcTraceKind trace_callback_error = {"future.callback_error", {NULL
 RpcFuture *
 rpc_future_new(RpcExecutor *ex)
 {
-    RpcFuture *f = g_new0(RpcFuture, 1);
+    RpcFuture *f = rpc_pool_new(RpcFuture);
     f->refcount = 1;
     f->ex = ex;
     live_futures++;
@@ -78,19 +91,26 @@ rpc_future_unref(RpcFuture *f)
     g_assert(f->refcount > 0);
     if (--f->refcount > 0)
         return;
-    if (f->callbacks) {
+    if (f->has_first || f->more) {
         /* Never completed: pending callbacks will never run. */
-        GArray *cbs = f->callbacks;
-        f->callbacks = NULL;
-        for (guint i = 0; i < cbs->len; i++)
-            callback_clear(&g_array_index(cbs, Callback, i));
-        g_array_unref(cbs);
+        GArray *more = f->more;
+        f->more = NULL;
+        if (f->has_first) {
+            f->has_first = FALSE;
+            callback_clear(&f->first);
+        }
+        for (guint i = 0; more && i < more->len; i++)
+            callback_clear(&g_array_index(more, Callback, i));
+        if (more)
+            g_array_unref(more);
     }
     rpc_value_unref(f->value);
     rpc_value_unref(f->error);
     g_free(f->description);
+    if (f->lazy_parts != f->inline_parts)
+        g_free(f->lazy_parts);
     live_futures--;
-    g_free(f);
+    rpc_pool_delete(RpcFuture, f);
 }
 
 guint
@@ -106,18 +126,53 @@ rpc_future_executor(const RpcFuture *f)
     return f->ex;
 }
 
+static void
+lazy_clear(RpcFuture *f)
+{
+    if (f->lazy_parts != f->inline_parts)
+        g_free(f->lazy_parts);
+    f->lazy_parts = NULL;
+    f->lazy_fmt = NULL;
+}
+
 void
 rpc_future_set_description(RpcFuture *f, const char *desc)
 {
     g_return_if_fail(f != NULL);
+    lazy_clear(f);
     g_free(f->description);
     f->description = g_strdup(desc);
+}
+
+void
+rpc_future_set_description_lazy(RpcFuture *f, const char *fmt, const char *a, const char *b)
+{
+    g_return_if_fail(f != NULL && fmt != NULL && a != NULL && b != NULL);
+    lazy_clear(f);
+    g_free(f->description);
+    f->description = NULL;
+    gsize la = strlen(a) + 1, lb = strlen(b) + 1;
+    f->lazy_parts = la + lb <= sizeof f->inline_parts ? f->inline_parts : g_malloc(la + lb);
+    memcpy(f->lazy_parts, a, la);
+    memcpy(f->lazy_parts + la, b, lb);
+    f->lazy_fmt = fmt;
 }
 
 const char *
 rpc_future_description(const RpcFuture *f)
 {
     g_return_val_if_fail(f != NULL, NULL);
+    if (f->lazy_fmt != NULL) {
+        /* Formatting once is not a visible change: the cache is ours. */
+        RpcFuture *mf = (RpcFuture *)f;
+        const char *a = f->lazy_parts, *b = a + strlen(a) + 1;
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wformat-nonliteral"
+        char *d = g_strdup_printf(f->lazy_fmt, a, b);
+#pragma GCC diagnostic pop
+        lazy_clear(mf);
+        mf->description = d;
+    }
     return f->description;
 }
 
@@ -204,15 +259,19 @@ complete(RpcFuture *f, RpcValue *value, RpcValue *err)
     f->completed = TRUE;
     f->value = value;
     f->error = err;
-    GArray *cbs = f->callbacks;
-    f->callbacks = NULL;
-    if (cbs == NULL)
+    if (!f->has_first)
         return;
+    Callback first = f->first;
+    GArray *more = f->more;
+    f->has_first = FALSE;
+    f->more = NULL;
     /* Callbacks may drop the last outside reference to f. */
     rpc_future_ref(f);
-    for (guint i = 0; i < cbs->len; i++)
-        callback_run(f, &g_array_index(cbs, Callback, i));
-    g_array_unref(cbs);
+    callback_run(f, &first);
+    for (guint i = 0; more && i < more->len; i++)
+        callback_run(f, &g_array_index(more, Callback, i));
+    if (more)
+        g_array_unref(more);
     rpc_future_unref(f);
 }
 
@@ -336,9 +395,14 @@ add_callback(RpcFuture *f, Callback *cb)
         rpc_future_unref(f);
         return;
     }
-    if (f->callbacks == NULL)
-        f->callbacks = g_array_new(FALSE, FALSE, sizeof(Callback));
-    g_array_append_val(f->callbacks, *cb);
+    if (!f->has_first) {
+        f->first = *cb;
+        f->has_first = TRUE;
+        return;
+    }
+    if (f->more == NULL)
+        f->more = g_array_new(FALSE, FALSE, sizeof(Callback));
+    g_array_append_val(f->more, *cb);
 }
 
 RpcFuture *

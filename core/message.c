@@ -12,7 +12,11 @@
  *     to be present, so a hostile header cannot make us allocate more than
  *     the input justifies;
  *   - tensor data is memcpy'd out of the buffer, which need not be aligned;
- *   - the payload is copied as-is: the codec decodes it later, lazily.
+ *   - the payload is not copied: rpc_message_decode_bytes shares the wire's
+ *     buffer (rpc_message_decode copies, having no GBytes to share); the
+ *     codec decodes it later, lazily.
+ * Messages without a payload or tensors share one empty GBytes / GPtrArray
+ * (created once, never modified), so a bare message costs one record.
  * Every failure is one RuntimeError naming what was being read and where.
  */
 #include "core/message.h"
@@ -21,6 +25,7 @@
 
 #include "core/autograd.h"
 #include "core/error.h"
+#include "core/pool.h"
 
 #define WIRE_MAGIC      "RPCS"
 #define WIRE_MAGIC_SIZE 4
@@ -127,19 +132,41 @@ rpc_message_type_from_name(const char *name, RpcMessageType *out)
 
 /* ---- the envelope --------------------------------------------------------- */
 
+/* The shared empty payload and tensor table (process lifetime). */
+static GBytes *
+empty_payload(void)
+{
+    static GBytes *empty;
+    if (g_once_init_enter(&empty))
+        g_once_init_leave(&empty, g_bytes_new_static("", 0));
+    return empty;
+}
+
+static GPtrArray *
+empty_tensors(void)
+{
+    static GPtrArray *empty;
+    if (g_once_init_enter(&empty))
+        g_once_init_leave(&empty, g_ptr_array_new_with_free_func((GDestroyNotify)rpc_tensor_unref));
+    return empty;
+}
+
 RpcMessage *
 rpc_message_new(RpcMessageType type, gint64 id, GBytes *payload, GPtrArray *tensors)
 {
     g_return_val_if_fail(rpc_message_type_is_known((guint)type), NULL);
     g_return_val_if_fail(payload == NULL || g_bytes_get_size(payload) <= G_MAXUINT32, NULL);
     g_return_val_if_fail(tensors == NULL || tensors->len <= G_MAXUINT32, NULL);
-    RpcMessage *m = g_new0(RpcMessage, 1);
+    RpcMessage *m = rpc_pool_new_raw(RpcMessage);
     g_atomic_ref_count_init(&m->ref);
     m->type = type;
     m->id = id;
-    m->payload = payload ? payload : g_bytes_new_static("", 0);
-    m->tensors =
-        tensors ? tensors : g_ptr_array_new_with_free_func((GDestroyNotify)rpc_tensor_unref);
+    m->payload = payload ? payload : g_bytes_ref(empty_payload());
+    if (tensors != NULL && tensors->len == 0 && tensors != empty_tensors()) {
+        g_ptr_array_unref(tensors);
+        tensors = NULL;
+    }
+    m->tensors = tensors ? tensors : g_ptr_array_ref(empty_tensors());
     return m;
 }
 
@@ -158,7 +185,7 @@ rpc_message_unref(RpcMessage *m)
         return;
     g_bytes_unref(m->payload);
     g_ptr_array_unref(m->tensors);
-    g_free(m);
+    rpc_pool_delete(RpcMessage, m);
 }
 
 RpcMessageType
@@ -424,11 +451,10 @@ read_tensor(Reader *r, guint index, GError **error)
     return t;
 }
 
-RpcMessage *
-rpc_message_decode(const guint8 *data, gsize len, GError **error)
+/* wire (nullable): the GBytes data comes from, so the payload can share it. */
+static RpcMessage *
+decode(const guint8 *data, gsize len, GBytes *wire, GError **error)
 {
-    g_return_val_if_fail(data != NULL || len == 0, NULL);
-    g_return_val_if_fail(error == NULL || *error == NULL, NULL);
     if (len > RPC_WIRE_MAX_BYTES) {
         g_set_error(error, RPC_ERROR, RPC_ERROR_RUNTIME,
                     "message too large: %" G_GSIZE_FORMAT " bytes (max %" G_GSIZE_FORMAT ")", len,
@@ -492,7 +518,8 @@ rpc_message_decode(const guint8 *data, gsize len, GError **error)
                     count, (guint64)count * TENSOR_MIN_BYTES, r.pos, r.len - r.pos);
         return NULL;
     }
-    GPtrArray *tensors = g_ptr_array_new_full(count, (GDestroyNotify)rpc_tensor_unref);
+    GPtrArray *tensors =
+        count > 0 ? g_ptr_array_new_full(count, (GDestroyNotify)rpc_tensor_unref) : NULL;
     for (guint32 i = 0; i < count; i++) {
         RpcTensor *t = read_tensor(&r, i, error);
         if (t == NULL)
@@ -507,9 +534,32 @@ rpc_message_decode(const guint8 *data, gsize len, GError **error)
                     extra, extra == 1 ? "" : "s", r.pos);
         goto fail_tensors;
     }
-    return rpc_message_new((RpcMessageType)type, id, g_bytes_new(data + payload_at, plen), tensors);
+    GBytes *payload = NULL;
+    if (plen > 0)
+        payload = wire ? g_bytes_new_from_bytes(wire, payload_at, plen)
+                       : g_bytes_new(data + payload_at, plen);
+    return rpc_message_new((RpcMessageType)type, id, payload, tensors);
 
 fail_tensors:
-    g_ptr_array_unref(tensors);
+    if (tensors != NULL)
+        g_ptr_array_unref(tensors);
     return NULL;
+}
+
+RpcMessage *
+rpc_message_decode(const guint8 *data, gsize len, GError **error)
+{
+    g_return_val_if_fail(data != NULL || len == 0, NULL);
+    g_return_val_if_fail(error == NULL || *error == NULL, NULL);
+    return decode(data, len, NULL, error);
+}
+
+RpcMessage *
+rpc_message_decode_bytes(GBytes *wire, GError **error)
+{
+    g_return_val_if_fail(wire != NULL, NULL);
+    g_return_val_if_fail(error == NULL || *error == NULL, NULL);
+    gsize len;
+    const guint8 *data = g_bytes_get_data(wire, &len);
+    return decode(data, len, wire, error);
 }

@@ -115,6 +115,8 @@ gsize rpc_message_wire_size(const RpcMessage *m);
  * for the id at offset 8, have 3"; every error on a proper prefix of a valid
  * message starts with "truncated message". */
 RpcMessage *rpc_message_decode(const guint8 *data, gsize len, GError **error);
+/* The same over a GBytes: the payload shares wire's buffer (no copy). */
+RpcMessage *rpc_message_decode_bytes(GBytes *wire, GError **error);
 
 G_END_DECLS
 

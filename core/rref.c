@@ -823,8 +823,11 @@ rpc_rref_unpickle(gpointer data, const char *ext_name, RpcValue *wire, GError **
     } else {
         /* user → user: ask the owner, then release the parent */
         PendingUser *pu = add_pending_user(c, r);
-        if (d->pending)
+        if (d->collect) {
+            if (d->pending == NULL)
+                d->pending = g_ptr_array_new_with_free_func((GDestroyNotify)rpc_future_unref);
             g_ptr_array_add(d->pending, rpc_future_ref(pu->confirmed));
+        }
         send_control(c, (gint)owner, RPC_MSG_RREF_FORK_REQUEST, ids_body(rref_id, fork_id),
                      on_fork_request_acked, fk, parent);
     }

@@ -2462,7 +2462,7 @@ body_malformed_protocol(RpcTestCtx *ctx, gint rank)
         rt_assert_wait_error(f, RPC_ERROR_RUNTIME, cases[i].error);
     }
     /* the unpickler's own checks */
-    RpcDecodeCtx d = {a, NULL};
+    RpcDecodeCtx d = {a, FALSE, NULL};
     GError *err = NULL;
     RpcValue *w = rt_args(rt_int(1), NULL);
     g_assert_null(rpc_rref_unpickle(&d, "Other", w, &err));
