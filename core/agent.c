@@ -59,9 +59,9 @@ struct RpcAgent {
     char **names; /* by id, after start */
     char *prefix; /* store key prefix */
     gint64 next_message_id;
-    RpcIntMap pending;   /* request id → Pending* (owned) */
-    GArray *timeouts;    /* min-heap of TimeoutEntry */
-    guint64 timer_id;    /* armed executor timer, 0 if none */
+    RpcIntMap pending; /* request id → Pending* (owned) */
+    GArray *timeouts;  /* min-heap of TimeoutEntry */
+    guint64 timer_id;  /* armed executor timer, 0 if none */
     RpcTime timer_at;
     RpcFuture *idle; /* completed when client_active_calls reaches 0 */
     RpcAgentCounters c;
@@ -640,8 +640,8 @@ send_encoded(RpcAgent *a, gint dst, RpcMessageType type, GBytes *payload, GPtrAr
     gint64 id = a->next_message_id++;
     /* Hook: a user call made in a dist autograd context goes out wrapped.
      * Payload and tensors are shared, never modified after encoding. */
-    RpcMessage *msg = rpc_message_new(type, id, g_bytes_ref(payload),
-                                      tensors ? g_ptr_array_ref(tensors) : NULL);
+    RpcMessage *msg =
+        rpc_message_new(type, id, g_bytes_ref(payload), tensors ? g_ptr_array_ref(tensors) : NULL);
     msg = rpc_dist_autograd_wrap_request(a, dst, msg);
     GBytes *wire = rpc_message_encode(msg);
     RpcFuture *fut = rpc_future_new(a->ex);

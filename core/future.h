@@ -56,8 +56,7 @@ void rpc_future_set_description(RpcFuture *f, const char *desc);
 /* The same, formatted only when someone asks (a deadlock report): fmt is a
  * static printf format with exactly two %s, which a and b are copied for.
  * The RPC hot path sets one per call and almost never reads it. */
-void rpc_future_set_description_lazy(RpcFuture *f, const char *fmt, const char *a,
-                                     const char *b);
+void rpc_future_set_description_lazy(RpcFuture *f, const char *fmt, const char *a, const char *b);
 const char *rpc_future_description(const RpcFuture *f); /* nullable */
 
 /* done(): completed, with a value or an error. */

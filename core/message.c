@@ -47,10 +47,9 @@ typedef struct {
     const char *name;
 } TypeName;
 
-#define T(name)                                                                                    \
-    {                                                                                              \
-        RPC_MSG_##name, #name                                                                      \
-    }
+/* Indexed by the type's low byte (unique across the enum), so a lookup is
+ * one load and a compare; the holes are zero (name NULL). */
+#define T(name) [RPC_MSG_##name & 0xff] = {RPC_MSG_##name, #name}
 static const TypeName type_names[] = {
     T(SCRIPT_CALL),
     T(SCRIPT_RET),
@@ -85,9 +84,10 @@ static const TypeName type_names[] = {
 static const TypeName *
 type_lookup(guint t)
 {
-    for (gsize i = 0; i < G_N_ELEMENTS(type_names); i++)
-        if ((guint)type_names[i].type == t)
-            return &type_names[i];
+    guint i = t & 0xff;
+    if (i < G_N_ELEMENTS(type_names) && type_names[i].name != NULL &&
+        (guint)type_names[i].type == t)
+        return &type_names[i];
     return NULL;
 }
 
@@ -121,7 +121,7 @@ rpc_message_type_from_name(const char *name, RpcMessageType *out)
 {
     g_return_val_if_fail(name != NULL, FALSE);
     for (gsize i = 0; i < G_N_ELEMENTS(type_names); i++) {
-        if (strcmp(type_names[i].name, name) == 0) {
+        if (type_names[i].name != NULL && strcmp(type_names[i].name, name) == 0) {
             if (out)
                 *out = type_names[i].type;
             return TRUE;
@@ -342,11 +342,9 @@ rd_u64(const guint8 *p)
 
 /* TRUE if n more bytes are available; else a truncation error.  `what` is
  * printf'd after "for " and may use one %u argument (`index`). */
-static gboolean
-need(Reader *r, gsize n, const char *what, guint index, GError **error)
+static G_GNUC_NO_INLINE gboolean
+truncated(Reader *r, gsize n, const char *what, guint index, GError **error)
 {
-    if (G_LIKELY(n <= r->len - r->pos))
-        return TRUE;
     char *thing = g_strdup_printf(what, index);
     g_set_error(error, RPC_ERROR, RPC_ERROR_RUNTIME,
                 "truncated message: need %" G_GSIZE_FORMAT
@@ -354,6 +352,12 @@ need(Reader *r, gsize n, const char *what, guint index, GError **error)
                 n, n == 1 ? "" : "s", thing, r->pos, r->len - r->pos);
     g_free(thing);
     return FALSE;
+}
+
+static inline gboolean
+need(Reader *r, gsize n, const char *what, guint index, GError **error)
+{
+    return G_LIKELY(n <= r->len - r->pos) || truncated(r, n, what, index, error);
 }
 
 /* Reads tensor `index`; NULL + error if malformed or truncated. */

@@ -16,6 +16,11 @@ struct RpcRegistry {
     GHashTable *by_name; /* name → def (defs not owned) */
     GHashTable *by_qual; /* qualname → def, only when it differs from name */
     GHashTable *classes; /* class name → RpcClassDef (not owned) */
+    /* The last lookup's answer: a worker tends to call, and serve, the same
+     * function many times in a row.  Cleared by add and remove.  Compared
+     * by content (strcmp), never by pointer. */
+    const char *last_key; /* the def's name or qualname that matched */
+    const RpcFunctionDef *last;
 };
 
 RpcRegistry *
@@ -60,6 +65,7 @@ rpc_registry_add(RpcRegistry *reg, const RpcFunctionDef *def)
 {
     g_return_if_fail(reg != NULL && def != NULL && def->name != NULL && def->fn != NULL);
     rpc_registry_remove(reg, def->name);
+    reg->last = NULL;
     g_hash_table_insert(reg->by_name, (gpointer)def->name, (gpointer)def);
     if (def->qualname && strcmp(def->qualname, def->name) != 0)
         g_hash_table_insert(reg->by_qual, (gpointer)def->qualname, (gpointer)def);
@@ -72,6 +78,7 @@ rpc_registry_remove(RpcRegistry *reg, const char *name)
     const RpcFunctionDef *def = g_hash_table_lookup(reg->by_name, name);
     if (def == NULL)
         return FALSE;
+    reg->last = NULL;
     if (def->qualname)
         g_hash_table_remove(reg->by_qual, def->qualname);
     g_hash_table_remove(reg->by_name, name);
@@ -82,8 +89,18 @@ const RpcFunctionDef *
 rpc_registry_lookup(const RpcRegistry *reg, const char *name)
 {
     g_return_val_if_fail(reg != NULL && name != NULL, NULL);
+    if (reg->last != NULL && strcmp(reg->last_key, name) == 0)
+        return reg->last;
     const RpcFunctionDef *def = g_hash_table_lookup(reg->by_name, name);
-    return def ? def : g_hash_table_lookup(reg->by_qual, name);
+    const char *key = def ? def->name : NULL;
+    if (def == NULL && (def = g_hash_table_lookup(reg->by_qual, name)) != NULL)
+        key = def->qualname;
+    if (def != NULL) {
+        RpcRegistry *mreg = (RpcRegistry *)reg; /* the cache is not observable */
+        mreg->last = def;
+        mreg->last_key = key;
+    }
+    return def;
 }
 
 static gint

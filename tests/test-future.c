@@ -162,8 +162,8 @@ static void
 test_set_exception_sticky(Fx *fx, gconstpointer u)
 {
     RpcFuture *f = rpc_future_new(fx->ex0);
-    g_assert_true(rpc_future_set_exception(
-        f, value_error(RPC_ERROR_VALUE, "Intentional Value Error"), NULL));
+    g_assert_true(
+        rpc_future_set_exception(f, value_error(RPC_ERROR_VALUE, "Intentional Value Error"), NULL));
     g_assert_true(rpc_future_done(f));
     g_assert_true(rpc_future_has_error(f));
     for (int i = 0; i < 3; i++)
@@ -374,8 +374,8 @@ static void
 test_then_value_on_error(Fx *fx, gconstpointer u)
 {
     RpcFuture *f = rpc_future_new(fx->ex0);
-    g_assert_true(rpc_future_set_exception(
-        f, value_error(RPC_ERROR_VALUE, "Intentional Value Error"), NULL));
+    g_assert_true(
+        rpc_future_set_exception(f, value_error(RPC_ERROR_VALUE, "Intentional Value Error"), NULL));
     /* The parent is complete: the callback runs inline, inside then(). */
     RpcFuture *c = rpc_future_then(f, value_of_parent, NULL, NULL, NULL);
     g_assert_true(rpc_future_done(c));
@@ -670,8 +670,7 @@ test_wait_all_with_exception(Fx *fx, gconstpointer u)
 static void
 test_wait_all_exit_early(Fx *fx, gconstpointer u)
 {
-    RpcFuture *fs[3] = {rpc_future_new(fx->ex0), rpc_future_new(fx->ex0),
-                        rpc_future_new(fx->ex0)};
+    RpcFuture *fs[3] = {rpc_future_new(fx->ex0), rpc_future_new(fx->ex0), rpc_future_new(fx->ex0)};
     Setter s2, s3;
     set_later(fx->ex1, &s2, fs[1], 5 * SIM_MS, 0, TRUE);
     set_later(fx->ex1, &s3, fs[2], 6 * SIM_MS, 0, TRUE);
@@ -815,12 +814,75 @@ test_destroy_notify_once(Fx *fx, gconstpointer u)
     rpc_future_unref(f);
 }
 
+/* A lazy description is formatted only when read, from copies of its
+ * parts; set_description and set_description_lazy replace each other. */
+static void
+test_lazy_description(Fx *fx, gconstpointer u)
+{
+    RpcFuture *f = rpc_future_new(fx->ex0);
+    g_assert_null(rpc_future_description(f));
+    char what[16] = "my_func";
+    char peer[16] = "worker1";
+    rpc_future_set_description_lazy(f, "the reply to %s from %s", what, peer);
+    what[0] = 'X'; /* copied: later changes to the caller's buffers do not show */
+    peer[0] = 'X';
+    g_assert_cmpstr(rpc_future_description(f), ==, "the reply to my_func from worker1");
+    g_assert_cmpstr(rpc_future_description(f), ==, "the reply to my_func from worker1");
+    rpc_future_set_description(f, "plain");
+    g_assert_cmpstr(rpc_future_description(f), ==, "plain");
+    /* Parts too long for the inline buffer go to the heap. */
+    char *long_a = g_strnfill(100, 'a');
+    rpc_future_set_description_lazy(f, "%s/%s", long_a, "b");
+    char *expect = g_strconcat(long_a, "/b", NULL);
+    g_assert_cmpstr(rpc_future_description(f), ==, expect);
+    /* Replaced before it was ever read: nothing leaks (valgrind checks). */
+    rpc_future_set_description_lazy(f, "%s %s", long_a, long_a);
+    rpc_future_set_description_lazy(f, "%s-%s", "x", "y");
+    g_assert_cmpstr(rpc_future_description(f), ==, "x-y");
+    rpc_future_set_description_lazy(f, "%s %s", long_a, long_a);
+    rpc_future_unref(f);
+    g_free(expect);
+    g_free(long_a);
+}
+
+/* The first callback is stored inline and the rest in a list: all run in
+ * registration order, and all are dropped if the future never completes. */
+static gboolean
+log_done(RpcFuture *f, gpointer data, GError **error)
+{
+    g_string_append_printf(data, "%d;", (int)rpc_value_get_int(rpc_future_peek_value(f)));
+    return TRUE;
+}
+
+static void
+test_many_callbacks_order(Fx *fx, gconstpointer u)
+{
+    GString *log = g_string_new("");
+    RpcFuture *f = rpc_future_new(fx->ex0);
+    for (guint i = 0; i < 5; i++)
+        rpc_future_add_done_callback(f, log_done, log, NULL, NULL);
+    rpc_future_set_result(f, rpc_value_new_int(3), NULL);
+    g_assert_cmpstr(log->str, ==, "3;3;3;3;3;");
+    rpc_future_add_done_callback(f, log_done, log, NULL, NULL); /* inline now */
+    g_assert_cmpstr(log->str, ==, "3;3;3;3;3;3;");
+    rpc_future_unref(f);
+    destroyed = 0;
+    f = rpc_future_new(fx->ex0);
+    for (guint i = 0; i < 3; i++)
+        rpc_future_add_done_callback(f, log_done, log, count_destroy, NULL);
+    rpc_future_unref(f);
+    g_assert_cmpint(destroyed, ==, 3);
+    g_string_free(log, TRUE);
+}
+
 int
 main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
 #define ADD(path, fn) g_test_add("/future/" path, Fx, NULL, fx_setup, fn, fx_teardown)
     ADD("new-not-done", test_new_not_done);
+    ADD("lazy-description", test_lazy_description);
+    ADD("many-callbacks-order", test_many_callbacks_order);
     ADD("set-result", test_set_result);
     ADD("complete-twice", test_complete_twice);
     ADD("set-exception-sticky", test_set_exception_sticky);
