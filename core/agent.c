@@ -959,7 +959,7 @@ static RpcValue *
 decode_payload(RpcAgent *a, RpcMessage *msg, GPtrArray **pending, GError **error)
 {
     gsize len;
-    const guint8 *bytes = g_bytes_get_data(rpc_message_payload(msg), &len);
+    const guint8 *bytes = rpc_message_payload_data(msg, &len);
     RpcDecodeCtx dctx = {a, pending != NULL, NULL};
     RpcCodecHooks hooks = {NULL, rpc_rref_unpickle, &dctx};
     RpcValue *v = rpc_codec_decode(bytes, len, rpc_message_tensors(msg), &hooks, error);

@@ -736,7 +736,7 @@ wrap(RpcDistAutograd *d, Ctx *c, RpcAgThread *th, gint dst, RpcMessage *msg,
     }
     known_add(c, dst);
     gsize len;
-    const guint8 *bytes = g_bytes_get_data(rpc_message_payload(msg), &len);
+    const guint8 *bytes = rpc_message_payload_data(msg, &len);
     RpcValue *w = rpc_value_new_list();
     rpc_value_list_append(w, rpc_value_new_int(d->worker_id));
     rpc_value_list_append(w, rpc_value_new_int(c->id));
@@ -802,7 +802,7 @@ unwrap(RpcDistAutograd *d, gint from, RpcMessage *msg, gboolean request, gint64 
        GError **error)
 {
     gsize len;
-    const guint8 *data = g_bytes_get_data(rpc_message_payload(msg), &len);
+    const guint8 *data = rpc_message_payload_data(msg, &len);
     RpcValue *w = rpc_codec_decode(data, len, NULL, NULL, error);
     if (w == NULL)
         return NULL;

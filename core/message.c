@@ -36,7 +36,13 @@ struct RpcMessage {
     gatomicrefcount ref;
     RpcMessageType type;
     gint64 id;
-    GBytes *payload;
+    /* The payload is data[0 .. len) owned by `owner`: the payload GBytes
+     * itself, or (decoded with rpc_message_decode_bytes) the whole wire, in
+     * which case `payload` is made only if someone asks for a GBytes. */
+    GBytes *owner;
+    const guint8 *data;
+    gsize len;
+    GBytes *payload;    /* == owner, or a slice of it made on demand, or NULL */
     GPtrArray *tensors; /* RpcTensor*, rpc_tensor_unref */
 };
 
@@ -162,6 +168,8 @@ rpc_message_new(RpcMessageType type, gint64 id, GBytes *payload, GPtrArray *tens
     m->type = type;
     m->id = id;
     m->payload = payload ? payload : g_bytes_ref(empty_payload());
+    m->owner = m->payload;
+    m->data = g_bytes_get_data(m->payload, &m->len);
     if (tensors != NULL && tensors->len == 0 && tensors != empty_tensors()) {
         g_ptr_array_unref(tensors);
         tensors = NULL;
@@ -183,7 +191,9 @@ rpc_message_unref(RpcMessage *m)
 {
     if (m == NULL || !g_atomic_ref_count_dec(&m->ref))
         return;
-    g_bytes_unref(m->payload);
+    if (m->payload != NULL && m->payload != m->owner)
+        g_bytes_unref(m->payload);
+    g_bytes_unref(m->owner);
     g_ptr_array_unref(m->tensors);
     rpc_pool_delete(RpcMessage, m);
 }
@@ -213,7 +223,21 @@ GBytes *
 rpc_message_payload(const RpcMessage *m)
 {
     g_return_val_if_fail(m != NULL, NULL);
+    if (m->payload == NULL) {
+        /* A cache on an otherwise immutable message (see message.h). */
+        RpcMessage *mm = (RpcMessage *)m;
+        gsize off = (gsize)(m->data - (const guint8 *)g_bytes_get_data(m->owner, NULL));
+        mm->payload = g_bytes_new_from_bytes(m->owner, off, m->len);
+    }
     return m->payload;
+}
+
+const guint8 *
+rpc_message_payload_data(const RpcMessage *m, gsize *len)
+{
+    g_return_val_if_fail(m != NULL && len != NULL, NULL);
+    *len = m->len;
+    return m->data;
 }
 
 GPtrArray *
@@ -274,7 +298,7 @@ gsize
 rpc_message_wire_size(const RpcMessage *m)
 {
     g_return_val_if_fail(m != NULL, 0);
-    gsize total = RPC_WIRE_HEADER_SIZE + g_bytes_get_size(m->payload) + 4;
+    gsize total = RPC_WIRE_HEADER_SIZE + m->len + 4;
     for (guint i = 0; i < m->tensors->len; i++) {
         const RpcTensor *t = g_ptr_array_index(m->tensors, i);
         total += 2 + 8 * (gsize)rpc_tensor_ndim(t) + rpc_tensor_nbytes(t);
@@ -287,8 +311,8 @@ rpc_message_encode(const RpcMessage *m)
 {
     g_return_val_if_fail(m != NULL, NULL);
     gsize total = rpc_message_wire_size(m);
-    gsize plen = 0;
-    const guint8 *payload = g_bytes_get_data(m->payload, &plen);
+    gsize plen = m->len;
+    const guint8 *payload = m->data;
     guint8 *out = g_malloc(total);
     guint8 *p = out;
 
@@ -538,11 +562,14 @@ decode(const guint8 *data, gsize len, GBytes *wire, GError **error)
                     extra, extra == 1 ? "" : "s", r.pos);
         goto fail_tensors;
     }
-    GBytes *payload = NULL;
-    if (plen > 0)
-        payload = wire ? g_bytes_new_from_bytes(wire, payload_at, plen)
-                       : g_bytes_new(data + payload_at, plen);
-    return rpc_message_new((RpcMessageType)type, id, payload, tensors);
+    if (plen == 0 || wire == NULL)
+        return rpc_message_new((RpcMessageType)type, id,
+                               plen ? g_bytes_new(data + payload_at, plen) : NULL, tensors);
+    RpcMessage *m = rpc_message_new((RpcMessageType)type, id, g_bytes_ref(wire), tensors);
+    m->payload = NULL; /* the payload is a slice of the wire */
+    m->data = data + payload_at;
+    m->len = plen;
+    return m;
 
 fail_tensors:
     if (tensors != NULL)

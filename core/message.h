@@ -91,7 +91,11 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC(RpcMessage, rpc_message_unref)
 RpcMessageType rpc_message_type(const RpcMessage *m);
 gint64 rpc_message_id(const RpcMessage *m);
 void rpc_message_set_id(RpcMessage *m, gint64 id);
-GBytes *rpc_message_payload(const RpcMessage *m);    /* transfer none */
+GBytes *rpc_message_payload(const RpcMessage *m); /* transfer none */
+/* The payload's bytes without making a GBytes (a decoded message's payload
+ * is a slice of its wire, and rpc_message_payload makes the slice GBytes on
+ * first use: messages are not shared between threads). */
+const guint8 *rpc_message_payload_data(const RpcMessage *m, gsize *len);
 GPtrArray *rpc_message_tensors(const RpcMessage *m); /* transfer none, never NULL */
 
 gboolean rpc_message_type_is_request(RpcMessageType t);
