@@ -20,6 +20,8 @@
  * Under valgrind (RUNNING_ON_VALGRIND), or when RPCSIM_NO_POOL is set in the
  * environment at first use, every call goes to g_malloc/g_free, so memcheck
  * sees each record's real lifetime: use after free and leaks stay visible.
+ * RPCSIM_POOL set keeps the pool on under valgrind (for callgrind counts
+ * of the build as it normally runs; bench/rpc-callgrind.sh sets it).
  *
  * rpc_pool_trim() returns this thread's cached blocks to g_free (tests call
  * it before exit so that the heap summary shows nothing cached).

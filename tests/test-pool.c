@@ -108,6 +108,38 @@ test_cross_thread_free(void)
         g_assert_true(same); /* without the pool, malloc may or may not reuse it */
 }
 
+static gpointer
+enabled_on_new_thread(gpointer unused)
+{
+    return GINT_TO_POINTER(rpc_pool_enabled()); /* decided per thread, at first use */
+}
+
+static gboolean
+enabled_with_env(const char *var)
+{
+    if (var != NULL)
+        g_setenv(var, "1", TRUE);
+    GThread *t = g_thread_new("pool-env", enabled_on_new_thread, NULL);
+    gboolean on = GPOINTER_TO_INT(g_thread_join(t));
+    if (var != NULL)
+        g_unsetenv(var);
+    return on;
+}
+
+/* RPCSIM_NO_POOL turns the pool off; RPCSIM_POOL keeps it on even under
+ * valgrind (callgrind measurements); without either, valgrind turns it off. */
+static void
+test_environment(void)
+{
+    if (g_getenv("RPCSIM_NO_POOL") != NULL || g_getenv("RPCSIM_POOL") != NULL) {
+        g_test_skip("RPCSIM_NO_POOL or RPCSIM_POOL already set");
+        return;
+    }
+    g_assert_false(enabled_with_env("RPCSIM_NO_POOL"));
+    g_assert_true(enabled_with_env("RPCSIM_POOL"));
+    g_assert_true(enabled_with_env(NULL) == rpc_pool_enabled());
+}
+
 int
 main(int argc, char **argv)
 {
@@ -118,6 +150,7 @@ main(int argc, char **argv)
     g_test_add_func("/pool/large-sizes-bypass", test_large_sizes_bypass);
     g_test_add_func("/pool/lifo-and-cap", test_lifo_and_cap);
     g_test_add_func("/pool/cross-thread-free", test_cross_thread_free);
+    g_test_add_func("/pool/environment", test_environment);
     int rc = g_test_run();
     rpc_pool_trim();
     return rc;
