@@ -980,7 +980,8 @@ test_golden_wide(void)
     GBytes *got = encode_ok(v, NULL);
     g_assert_true(g_bytes_equal(got, want));
     GError *err = NULL;
-    RpcValue *back = rpc_codec_decode(g_bytes_get_data(got, NULL), g_bytes_get_size(got), NULL, NULL, &err);
+    RpcValue *back =
+        rpc_codec_decode(g_bytes_get_data(got, NULL), g_bytes_get_size(got), NULL, NULL, &err);
     g_assert_no_error(err);
     g_assert_true(rpc_value_equal(v, back));
     g_autofree char *r1 = rpc_value_repr(v);
@@ -1109,8 +1110,8 @@ test_decode_string_checks(void)
                         g_assert_cmpstr(err->message, ==, want);
                     } else {
                         g_assert_no_error(err);
-                        const char *got = in_dict ? rpc_value_dict_key_at(v, 0)
-                                                  : rpc_value_get_string(v);
+                        const char *got =
+                            in_dict ? rpc_value_dict_key_at(v, 0) : rpc_value_get_string(v);
                         g_assert_cmpmem(got, strlen(got), s, len);
                     }
                     g_clear_error(&err);
@@ -1310,7 +1311,7 @@ test_codec_fuzz(void)
     GPtrArray *payloads = sample_payloads(ts);
     Guard g;
     guard_init(&g, 4096);
-    guint8 buf[512];
+    guint8 buf[2048];
     guint iters = fuzz_iterations();
     guint decoded = 0;
     for (guint it = 0; it < iters; it++) {
@@ -1323,6 +1324,7 @@ test_codec_fuzz(void)
         } else {
             GBytes *b = g_ptr_array_index(payloads, lcg_below(&r, payloads->len));
             len = g_bytes_get_size(b);
+            g_assert_cmpuint(len, <, sizeof buf);
             memcpy(buf, g_bytes_get_data(b, NULL), len);
             guint muts = 1 + lcg_below(&r, 4);
             for (guint m = 0; m < muts && len > 0; m++) {
