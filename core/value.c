@@ -3,6 +3,17 @@
  * Invariant: a value reachable from more than one reference is never
  * modified; list_append/dict_set assert the caller holds the only one.
  * None, True and False are static singletons whose refcount is ignored.
+ *
+ * Storage (the RPC hot path builds and frees a handful of values per call,
+ * so each costs one allocation where it can): a record is 32 bytes from
+ * rpc_pool, followed in the same block by its characters (str, bytes,
+ * worker name, error message and user kind name) or by a list's first
+ * slots (4 for rpc_value_new_list, n for rpc_value_new_list_sized).  A list
+ * that outgrows its slots moves to a heap array; the slots stay unused.
+ * A dict is an entries array (none while empty) with g_malloc'd keys and,
+ * past DICT_INDEX_MIN keys, a hash index.  rpc_value_new_string_take keeps
+ * the caller's block.  The block's size is recomputed at free time from
+ * the type and these fields (value_extra), so the record stores no size.
  */
 #include "core/value.h"
 
