@@ -1,6 +1,7 @@
 /* codec.c — RpcValue <-> payload bytes ("our pickle"); layout in codec.h.
  *
- * Encoding walks the value once, appending to a growable buffer; tensors go
+ * Encoding walks the value once, appending to a growable buffer (our own,
+ * or the caller's GByteArray for rpc_codec_encode_to_buffer); tensors go
  * to the caller's side list and are replaced by their index there.  Each
  * occurrence of a tensor is appended, so a tensor referenced twice is sent
  * twice (simpler and linear; PyTorch's pickler memoizes it — bandwidth only,
@@ -23,9 +24,16 @@
  *   - on error everything built so far is released: one GError, no leak.
  * Offsets in error messages are relative to the start of the payload.
  *
- * Cost: decoding a dict is quadratic in its length because
- * rpc_value_dict_set() searches linearly for the key (value.c); duplicate
- * keys are rejected so the decoded dict has exactly `count` entries.
+ * Strings are checked eight bytes at a time for the common case (ASCII,
+ * no NUL); only other bytes go through memchr and g_utf8_validate_len, which
+ * also locate the offending byte for the error.  A decoded str value is
+ * built straight from the payload bytes (one copy), a list or dict with
+ * room for its `count` items.
+ *
+ * Cost: decoding a dict is linear in its length: a dict indexes its keys
+ * past a few entries (value.c), so the duplicate check is a hash lookup;
+ * duplicate keys are rejected so the decoded dict has exactly `count`
+ * entries.
  */
 #include "core/codec.h"
 
@@ -56,19 +64,34 @@ enum {
 
 /* ---- encoding ------------------------------------------------------------- */
 
+/* The output buffer: our own g_malloc'd block, or the tail of a caller's
+ * GByteArray (rpc_codec_encode_to_buffer).  In the latter case the array's
+ * length runs ahead of `len` while encoding (g_byte_array_set_size is how
+ * it grows) and is set to `len` at the end. */
 typedef struct {
     guint8 *data;
     gsize len;
     gsize cap;
+    GByteArray *array; /* nullable */
 } Buf;
 
-static void
+static G_GNUC_NO_INLINE void
 buf_grow(Buf *b, gsize n)
 {
     gsize cap = b->cap ? b->cap : 64;
     while (cap - b->len < n)
         cap *= 2;
-    b->data = g_realloc(b->data, cap);
+    if (b->array != NULL) {
+        /* GByteArray lengths are guint: a payload of 4 GiB cannot be built */
+        if (cap > G_MAXUINT)
+            cap = G_MAXUINT;
+        if (cap - b->len < n)
+            g_error("rpc_codec_encode_to_buffer: buffer beyond %u bytes", G_MAXUINT);
+        g_byte_array_set_size(b->array, (guint)cap);
+        b->data = b->array->data;
+    } else {
+        b->data = g_realloc(b->data, cap);
+    }
     b->cap = cap;
 }
 
@@ -110,25 +133,57 @@ typedef struct {
     const RpcCodecHooks *hooks;
 } Encoder;
 
-/* A str body: u32 length, then the bytes.  `what` names the string in the
- * error ("string", "dict key", …). */
-static gboolean
-put_str(Encoder *e, const char *s, const char *what, GError **error)
+/* TRUE if the n bytes at s are all ASCII without NUL (1..0x7f): then they
+ * are valid UTF-8 with no NUL, and neither memchr nor g_utf8_validate need
+ * to look at them.  Eight bytes at a time: a byte b sets its high bit in
+ * (b - 1) | b exactly when b == 0 or b >= 0x80 (a borrow only starts at a
+ * zero byte, which is reported anyway). */
+static inline gboolean
+plain_ascii(const char *s, gsize n)
 {
-    gsize n = strlen(s);
+    const guint64 ones = G_GUINT64_CONSTANT(0x0101010101010101);
+    const guint64 highs = G_GUINT64_CONSTANT(0x8080808080808080);
+    gsize i = 0;
+    for (; i + 8 <= n; i += 8) {
+        guint64 w;
+        memcpy(&w, s + i, 8);
+        if (((w - ones) | w) & highs)
+            return FALSE;
+    }
+    for (; i < n; i++) {
+        guint8 c = (guint8)s[i];
+        if ((guint8)(c - 1) >= 0x7f)
+            return FALSE;
+    }
+    return TRUE;
+}
+
+/* A str body: u32 length, then the n bytes at s.  `what` names the string
+ * in the error ("string", "dict key", …). */
+static gboolean
+put_str_len(Encoder *e, const char *s, gsize n, const char *what, GError **error)
+{
     if (n > G_MAXUINT32) {
         g_set_error(error, RPC_ERROR, RPC_ERROR_RUNTIME,
                     "Can not pickle %s of %" G_GSIZE_FORMAT " bytes (at most %u)", what, n,
                     G_MAXUINT32);
         return FALSE;
     }
-    if (!g_utf8_validate_len(s, n, NULL)) {
+    if (!plain_ascii(s, n) && !g_utf8_validate_len(s, n, NULL)) {
         g_set_error(error, RPC_ERROR, RPC_ERROR_RUNTIME, "Can not pickle %s: invalid UTF-8", what);
         return FALSE;
     }
-    put_u32(&e->buf, (guint32)n);
-    memcpy(buf_reserve(&e->buf, n), s, n);
+    guint8 *p = buf_reserve(&e->buf, 4 + n);
+    for (int i = 0; i < 4; i++)
+        p[i] = (guint8)(n >> (8 * i));
+    memcpy(p + 4, s, n);
     return TRUE;
+}
+
+static gboolean
+put_str(Encoder *e, const char *s, const char *what, GError **error)
+{
+    return put_str_len(e, s, strlen(s), what, error);
 }
 
 static gboolean
@@ -221,9 +276,12 @@ encode_value(Encoder *e, const RpcValue *v, guint depth, GError **error)
         put_u64(&e->buf, bits);
         return TRUE;
     }
-    case RPC_VALUE_STRING:
+    case RPC_VALUE_STRING: {
+        gsize n = 0;
+        const char *str = rpc_value_get_string_len(v, &n);
         put_u8(&e->buf, TAG_STR);
-        return put_str(e, rpc_value_get_string(v), "string", error);
+        return put_str_len(e, str, n, "string", error);
+    }
     case RPC_VALUE_BYTES: {
         gsize n = 0;
         const guint8 *p = rpc_value_get_bytes(v, &n);
@@ -300,22 +358,46 @@ encode_value(Encoder *e, const RpcValue *v, guint depth, GError **error)
     }
 }
 
+/* Encodes v at the end of e->buf; on failure drops the tensor references
+ * taken (the caller resets the buffer). */
+static gboolean
+encode_root(Encoder *e, const RpcValue *v, GError **error)
+{
+    GPtrArray *tensors = e->tensors;
+    guint base = tensors ? tensors->len : 0;
+    if (encode_value(e, v, 0, error))
+        return TRUE;
+    /* Steal (not remove) so the caller's free func, whatever it is, is not
+     * involved: we drop exactly the references we took. */
+    while (tensors != NULL && tensors->len > base)
+        rpc_tensor_unref(g_ptr_array_steal_index(tensors, tensors->len - 1));
+    return FALSE;
+}
+
 GBytes *
 rpc_codec_encode(const RpcValue *v, GPtrArray *tensors, const RpcCodecHooks *hooks, GError **error)
 {
     g_return_val_if_fail(v != NULL, NULL);
     g_return_val_if_fail(error == NULL || *error == NULL, NULL);
-    Encoder e = {{NULL, 0, 0}, tensors, hooks};
-    guint base = tensors ? tensors->len : 0;
-    if (!encode_value(&e, v, 0, error)) {
-        /* Steal (not remove) so the caller's free func, whatever it is, is
-         * not involved: we drop exactly the references we took. */
-        while (tensors != NULL && tensors->len > base)
-            rpc_tensor_unref(g_ptr_array_steal_index(tensors, tensors->len - 1));
+    Encoder e = {{NULL, 0, 0, NULL}, tensors, hooks};
+    if (!encode_root(&e, v, error)) {
         g_free(e.buf.data);
         return NULL;
     }
     return g_bytes_new_take(e.buf.data, e.buf.len);
+}
+
+gboolean
+rpc_codec_encode_to_buffer(GByteArray *out, const RpcValue *v, GPtrArray *tensors,
+                           const RpcCodecHooks *hooks, GError **error)
+{
+    g_return_val_if_fail(out != NULL && v != NULL, FALSE);
+    g_return_val_if_fail(error == NULL || *error == NULL, FALSE);
+    guint base = out->len;
+    Encoder e = {{out->data, base, base, out}, tensors, hooks};
+    gboolean ok = encode_root(&e, v, error);
+    g_byte_array_set_size(out, ok ? (guint)e.buf.len : base);
+    return ok;
 }
 
 /* ---- decoding ------------------------------------------------------------- */
@@ -328,18 +410,24 @@ typedef struct {
     const RpcCodecHooks *hooks;
 } Decoder;
 
-/* TRUE if n more bytes are available; else a truncation error naming what
- * was being read. */
-static gboolean
-need(Decoder *d, gsize n, const char *what, GError **error)
+static G_GNUC_NO_INLINE gboolean
+truncated(Decoder *d, gsize n, const char *what, GError **error)
 {
-    if (G_LIKELY(n <= d->len - d->pos))
-        return TRUE;
     g_set_error(error, RPC_ERROR, RPC_ERROR_RUNTIME,
                 "truncated payload: need %" G_GSIZE_FORMAT
                 " byte%s for %s at offset %" G_GSIZE_FORMAT ", have %" G_GSIZE_FORMAT,
                 n, n == 1 ? "" : "s", what, d->pos, d->len - d->pos);
     return FALSE;
+}
+
+/* TRUE if n more bytes are available; else a truncation error naming what
+ * was being read. */
+static inline gboolean
+need(Decoder *d, gsize n, const char *what, GError **error)
+{
+    if (G_LIKELY(n <= d->len - d->pos))
+        return TRUE;
+    return truncated(d, n, what, error);
 }
 
 static inline guint32
@@ -354,7 +442,7 @@ rd_u64(const guint8 *p)
     return (guint64)rd_u32(p) | (guint64)rd_u32(p + 4) << 32;
 }
 
-static gboolean
+static inline gboolean
 get_u8(Decoder *d, guint8 *out, const char *what, GError **error)
 {
     if (!need(d, 1, what, error))
@@ -363,7 +451,7 @@ get_u8(Decoder *d, guint8 *out, const char *what, GError **error)
     return TRUE;
 }
 
-static gboolean
+static inline gboolean
 get_u32(Decoder *d, guint32 *out, const char *what, GError **error)
 {
     if (!need(d, 4, what, error))
@@ -373,7 +461,7 @@ get_u32(Decoder *d, guint32 *out, const char *what, GError **error)
     return TRUE;
 }
 
-static gboolean
+static inline gboolean
 get_u64(Decoder *d, guint64 *out, const char *what, GError **error)
 {
     if (!need(d, 8, what, error))
@@ -383,31 +471,53 @@ get_u64(Decoder *d, guint64 *out, const char *what, GError **error)
     return TRUE;
 }
 
-/* A str body: returns a NUL-terminated copy (transfer full) or NULL. */
-static char *
-get_str(Decoder *d, const char *what, GError **error)
+/* Rejects a NUL byte or invalid UTF-8 among the n bytes at s (which start
+ * at offset d->pos). */
+static G_GNUC_NO_INLINE gboolean
+check_str_slow(Decoder *d, const char *s, guint32 n, const char *what, GError **error)
 {
-    guint32 n;
-    if (!get_u32(d, &n, what, error) || !need(d, n, what, error))
-        return NULL;
-    const char *s = (const char *)d->data + d->pos;
     const char *nul = memchr(s, '\0', n);
     if (nul != NULL) {
         g_set_error(error, RPC_ERROR, RPC_ERROR_RUNTIME,
                     "NUL byte in %s at offset %" G_GSIZE_FORMAT, what, d->pos + (gsize)(nul - s));
-        return NULL;
+        return FALSE;
     }
     const char *bad = NULL;
     if (!g_utf8_validate_len(s, n, &bad)) {
         g_set_error(error, RPC_ERROR, RPC_ERROR_RUNTIME,
                     "invalid UTF-8 in %s at offset %" G_GSIZE_FORMAT, what,
                     d->pos + (gsize)(bad - s));
-        return NULL;
+        return FALSE;
     }
+    return TRUE;
+}
+
+/* A str body, checked (no NUL, valid UTF-8) but not copied: *s points into
+ * the payload, *n is its length. */
+static gboolean
+get_str_view(Decoder *d, const char **s, guint32 *n, const char *what, GError **error)
+{
+    if (!get_u32(d, n, what, error) || !need(d, *n, what, error))
+        return FALSE;
+    const char *p = (const char *)d->data + d->pos;
+    if (!plain_ascii(p, *n) && !check_str_slow(d, p, *n, what, error))
+        return FALSE;
+    d->pos += *n;
+    *s = p;
+    return TRUE;
+}
+
+/* A str body: returns a NUL-terminated copy (transfer full) or NULL. */
+static char *
+get_str(Decoder *d, const char *what, GError **error)
+{
+    const char *s;
+    guint32 n;
+    if (!get_str_view(d, &s, &n, what, error))
+        return NULL;
     char *copy = g_malloc((gsize)n + 1);
     memcpy(copy, s, n);
     copy[n] = '\0';
-    d->pos += n;
     return copy;
 }
 
@@ -446,7 +556,7 @@ decode_list(Decoder *d, gsize at, guint depth, GError **error)
     if (!check_depth(d, depth, at, error) || !get_u32(d, &n, "a list count", error) ||
         !check_count(d, n, MIN_VALUE_BYTES, "list", at, error))
         return NULL;
-    RpcValue *list = rpc_value_new_list();
+    RpcValue *list = rpc_value_new_list_sized(n);
     for (guint32 i = 0; i < n; i++) {
         RpcValue *item = decode_value(d, depth + 1, error);
         if (item == NULL) {
@@ -458,10 +568,6 @@ decode_list(Decoder *d, gsize at, guint depth, GError **error)
     return list;
 }
 
-/* Dicts longer than this check key uniqueness with a hash set rather than
- * by the linear rpc_value_dict_get(). */
-#define DICT_HASH_THRESHOLD 16
-
 static RpcValue *
 decode_dict(Decoder *d, gsize at, guint depth, GError **error)
 {
@@ -469,16 +575,14 @@ decode_dict(Decoder *d, gsize at, guint depth, GError **error)
     if (!check_depth(d, depth, at, error) || !get_u32(d, &n, "a dict count", error) ||
         !check_count(d, n, MIN_DICT_ENTRY_BYTES, "dict", at, error))
         return NULL;
-    RpcValue *dict = rpc_value_new_dict();
-    GHashTable *seen = n > DICT_HASH_THRESHOLD ? g_hash_table_new(g_str_hash, g_str_equal) : NULL;
+    RpcValue *dict = rpc_value_new_dict_sized(n);
     for (guint32 i = 0; i < n; i++) {
         gsize key_at = d->pos;
         char *key = get_str(d, "a dict key", error);
         if (key == NULL)
             goto fail;
-        gboolean dup =
-            seen ? g_hash_table_contains(seen, key) : rpc_value_dict_get(dict, key) != NULL;
-        if (dup) {
+        /* the dict indexes itself past a few keys, so this stays linear */
+        if (rpc_value_dict_get(dict, key) != NULL) {
             g_set_error(error, RPC_ERROR, RPC_ERROR_RUNTIME,
                         "duplicate dict key '%s' at offset %" G_GSIZE_FORMAT, key, key_at);
             g_free(key);
@@ -489,18 +593,11 @@ decode_dict(Decoder *d, gsize at, guint depth, GError **error)
             g_free(key);
             goto fail;
         }
-        rpc_value_dict_set(dict, key, item);
-        if (seen != NULL)
-            /* keys the dict's own copy, which lives as long as the dict */
-            g_hash_table_add(seen, (gpointer)rpc_value_dict_key_at(dict, i));
-        g_free(key);
+        gboolean added = rpc_value_dict_insert_take(dict, key, item);
+        g_assert(added);
     }
-    if (seen != NULL)
-        g_hash_table_unref(seen);
     return dict;
 fail:
-    if (seen != NULL)
-        g_hash_table_unref(seen);
     rpc_value_unref(dict);
     return NULL;
 }
@@ -618,8 +715,11 @@ decode_value(Decoder *d, guint depth, GError **error)
         return rpc_value_new_double(x);
     }
     case TAG_STR: {
-        char *s = get_str(d, "a string", error);
-        return s ? rpc_value_new_string_take(s) : NULL;
+        const char *s;
+        guint32 n;
+        if (!get_str_view(d, &s, &n, "a string", error))
+            return NULL;
+        return rpc_value_new_string_len(s, n);
     }
     case TAG_BYTES: {
         guint32 n;

@@ -61,6 +61,13 @@ typedef struct RpcCodecHooks {
  * (UTF-8 strings, the depth cap), so what it produces always decodes. */
 GBytes *rpc_codec_encode(const RpcValue *v, GPtrArray *tensors, const RpcCodecHooks *hooks,
                          GError **error);
+/* The same encoding, appended to `out` (the bytes rpc_codec_encode would
+ * return, after out's existing content; no intermediate copy).  Returns
+ * TRUE, or FALSE + RuntimeError with `out` and `tensors` as they were on
+ * entry.  Lets a caller build a whole message (header, payload, …) in one
+ * buffer; a payload of 4 GiB or more cannot be appended (GByteArray). */
+gboolean rpc_codec_encode_to_buffer(GByteArray *out, const RpcValue *v, GPtrArray *tensors,
+                                    const RpcCodecHooks *hooks, GError **error);
 /* Decodes a payload whose tensor indices refer to `tensors` (nullable: none;
  * transfer none, the value takes its own refs).  Returns a value (transfer
  * full) or NULL + RuntimeError; every error on a proper prefix of a valid

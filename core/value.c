@@ -3,6 +3,17 @@
  * Invariant: a value reachable from more than one reference is never
  * modified; list_append/dict_set assert the caller holds the only one.
  * None, True and False are static singletons whose refcount is ignored.
+ *
+ * Storage (the RPC hot path builds and frees a handful of values per call,
+ * so each costs one allocation where it can): a record is 32 bytes from
+ * rpc_pool, followed in the same block by its characters (str, bytes,
+ * worker name, error message and user kind name) or by a list's first
+ * slots (4 for rpc_value_new_list, n for rpc_value_new_list_sized).  A list
+ * that outgrows its slots moves to a heap array; the slots stay unused.
+ * A dict is an entries array (none while empty) with g_malloc'd keys and,
+ * past DICT_INDEX_MIN keys, a hash index.  rpc_value_new_string_take keeps
+ * the caller's block.  The block's size is recomputed at free time from
+ * the type and these fields (value_extra), so the record stores no size.
  */
 #include "core/value.h"
 
@@ -11,38 +22,54 @@
 #include <string.h>
 
 #include "core/future.h"
+#include "core/pool.h"
 #include "core/tensor.h"
 
 typedef struct {
-    char *key;
+    char *key; /* owned, g_malloc'd */
     RpcValue *value;
 } DictEntry;
 
+/* VF_INLINE: the value's characters (string, bytes, worker name, error
+ * texts) or a list's first slots live in the same block as the record, right
+ * after it; otherwise they are separate heap blocks. */
+enum { VF_INLINE = 1 << 0 };
+
 struct RpcValue {
     gint refcount; /* < 0: static singleton */
-    RpcValueType type;
+    guint8 type;   /* RpcValueType */
+    guint8 flags;  /* VF_* */
     union {
         gboolean b;
         gint64 i;
         double d;
         struct {
-            char *s; /* string, or bytes (with len) */
+            char *s; /* string, or bytes (with len); NUL-terminated */
             gsize len;
         } str;
-        GPtrArray *list; /* of RpcValue* */
         struct {
-            GArray *entries;   /* of DictEntry, insertion order */
+            RpcValue **items; /* the n_inline trailing slots, or a heap array */
+            guint len;
+            guint cap;
+            guint n_inline; /* slots allocated after the record */
+        } list;
+        struct {
+            DictEntry *entries; /* insertion order; NULL while cap == 0 */
+            guint len;
+            guint cap;
             GHashTable *index; /* key → position + 1, built past DICT_INDEX_MIN keys */
         } dict;
         RpcTensor *tensor;
         struct {
-            char *name;
+            char *name; /* trailing, name_len + 1 bytes */
+            guint32 name_len;
             gint id;
         } worker;
         struct {
             RpcErrorKind kind;
-            char *kind_name;
-            char *message;
+            guint32 extra;         /* trailing bytes: message, then a user kind name */
+            const char *kind_name; /* static for built-in kinds, else trailing */
+            char *message;         /* trailing */
         } error;
         RpcFuture *future;
         struct {
@@ -52,9 +79,19 @@ struct RpcValue {
     } u;
 };
 
-static RpcValue none_value = {-1, RPC_VALUE_NONE, {0}};
-static RpcValue true_value = {-1, RPC_VALUE_BOOL, {.b = TRUE}};
-static RpcValue false_value = {-1, RPC_VALUE_BOOL, {.b = FALSE}};
+/* The trailing storage begins right after the record, which is a multiple
+ * of 8 bytes, so pointer slots there are aligned. */
+G_STATIC_ASSERT(sizeof(RpcValue) % sizeof(gpointer) == 0);
+#define TRAILING(v) ((char *)((v) + 1))
+
+/* A fresh list has room for this many items in its own block: a call body
+ * [name, args, kwargs, async] and most argument lists fit, so building one
+ * costs a single allocation. */
+#define LIST_INLINE_DEFAULT 4
+
+static RpcValue none_value = {-1, RPC_VALUE_NONE, 0, {0}};
+static RpcValue true_value = {-1, RPC_VALUE_BOOL, 0, {.b = TRUE}};
+static RpcValue false_value = {-1, RPC_VALUE_BOOL, 0, {.b = FALSE}};
 
 static const char *const type_names[RPC_VALUE_N_TYPES] = {
     [RPC_VALUE_NONE] = "NoneType",   [RPC_VALUE_BOOL] = "bool",
@@ -66,13 +103,36 @@ static const char *const type_names[RPC_VALUE_N_TYPES] = {
     [RPC_VALUE_OPAQUE] = "object",
 };
 
-static RpcValue *
-value_alloc(RpcValueType type)
+/* A record with `extra` trailing bytes, from the pool (records up to
+ * RPC_POOL_MAX_SIZE bytes are recycled; larger ones are plain g_malloc). */
+static inline RpcValue *
+value_alloc(RpcValueType type, gsize extra)
 {
-    RpcValue *v = g_new0(RpcValue, 1);
+    RpcValue *v = rpc_pool_alloc(sizeof(RpcValue) + extra);
     v->refcount = 1;
-    v->type = type;
+    v->type = (guint8)type;
+    v->flags = 0;
+    memset(&v->u, 0, sizeof v->u);
     return v;
+}
+
+/* The trailing bytes of v's block, as value_alloc() was asked for them. */
+static inline gsize
+value_extra(const RpcValue *v)
+{
+    switch (v->type) {
+    case RPC_VALUE_STRING:
+    case RPC_VALUE_BYTES:
+        return (v->flags & VF_INLINE) ? v->u.str.len + 1 : 0;
+    case RPC_VALUE_LIST:
+        return (gsize)v->u.list.n_inline * sizeof(RpcValue *);
+    case RPC_VALUE_WORKER_INFO:
+        return (gsize)v->u.worker.name_len + 1;
+    case RPC_VALUE_ERROR:
+        return v->u.error.extra;
+    default:
+        return 0;
+    }
 }
 
 RpcValue *
@@ -90,30 +150,26 @@ value_free(RpcValue *v)
     switch (v->type) {
     case RPC_VALUE_STRING:
     case RPC_VALUE_BYTES:
-        g_free(v->u.str.s);
+        if (!(v->flags & VF_INLINE))
+            g_free(v->u.str.s);
         break;
     case RPC_VALUE_LIST:
-        g_ptr_array_unref(v->u.list);
+        for (guint i = 0; i < v->u.list.len; i++)
+            rpc_value_unref(v->u.list.items[i]);
+        if (v->u.list.items != (RpcValue **)TRAILING(v))
+            g_free(v->u.list.items);
         break;
     case RPC_VALUE_DICT:
-        for (guint i = 0; i < v->u.dict.entries->len; i++) {
-            DictEntry *e = &g_array_index(v->u.dict.entries, DictEntry, i);
-            g_free(e->key);
-            rpc_value_unref(e->value);
+        for (guint i = 0; i < v->u.dict.len; i++) {
+            g_free(v->u.dict.entries[i].key);
+            rpc_value_unref(v->u.dict.entries[i].value);
         }
-        g_array_unref(v->u.dict.entries);
+        g_free(v->u.dict.entries);
         if (v->u.dict.index)
             g_hash_table_unref(v->u.dict.index);
         break;
     case RPC_VALUE_TENSOR:
         rpc_tensor_unref(v->u.tensor);
-        break;
-    case RPC_VALUE_WORKER_INFO:
-        g_free(v->u.worker.name);
-        break;
-    case RPC_VALUE_ERROR:
-        g_free(v->u.error.kind_name);
-        g_free(v->u.error.message);
         break;
     case RPC_VALUE_FUTURE:
         rpc_future_unref(v->u.future);
@@ -125,7 +181,7 @@ value_free(RpcValue *v)
     default:
         break;
     }
-    g_free(v);
+    rpc_pool_free(v, sizeof(RpcValue) + value_extra(v));
 }
 
 void
@@ -153,7 +209,7 @@ rpc_value_new_bool(gboolean b)
 RpcValue *
 rpc_value_new_int(gint64 i)
 {
-    RpcValue *v = value_alloc(RPC_VALUE_INT);
+    RpcValue *v = value_alloc(RPC_VALUE_INT, 0);
     v->u.i = i;
     return v;
 }
@@ -161,8 +217,23 @@ rpc_value_new_int(gint64 i)
 RpcValue *
 rpc_value_new_double(double d)
 {
-    RpcValue *v = value_alloc(RPC_VALUE_DOUBLE);
+    RpcValue *v = value_alloc(RPC_VALUE_DOUBLE, 0);
     v->u.d = d;
+    return v;
+}
+
+/* A string or bytes value holding a copy of len bytes, NUL-terminated, in
+ * the record's own block. */
+static RpcValue *
+new_inline_str(RpcValueType type, const void *data, gsize len)
+{
+    RpcValue *v = value_alloc(type, len + 1);
+    v->flags = VF_INLINE;
+    v->u.str.s = TRAILING(v);
+    v->u.str.len = len;
+    if (len)
+        memcpy(v->u.str.s, data, len);
+    v->u.str.s[len] = '\0';
     return v;
 }
 
@@ -170,14 +241,22 @@ RpcValue *
 rpc_value_new_string(const char *s)
 {
     g_return_val_if_fail(s != NULL, NULL);
-    return rpc_value_new_string_take(g_strdup(s));
+    return new_inline_str(RPC_VALUE_STRING, s, strlen(s));
+}
+
+RpcValue *
+rpc_value_new_string_len(const char *s, gsize len)
+{
+    g_return_val_if_fail(s != NULL || len == 0, NULL);
+    g_return_val_if_fail(len == 0 || memchr(s, '\0', len) == NULL, NULL);
+    return new_inline_str(RPC_VALUE_STRING, s, len);
 }
 
 RpcValue *
 rpc_value_new_string_take(char *s)
 {
     g_return_val_if_fail(s != NULL, NULL);
-    RpcValue *v = value_alloc(RPC_VALUE_STRING);
+    RpcValue *v = value_alloc(RPC_VALUE_STRING, 0);
     v->u.str.s = s;
     v->u.str.len = strlen(s);
     return v;
@@ -187,28 +266,45 @@ RpcValue *
 rpc_value_new_bytes(const guint8 *data, gsize len)
 {
     g_return_val_if_fail(data != NULL || len == 0, NULL);
-    RpcValue *v = value_alloc(RPC_VALUE_BYTES);
-    v->u.str.s = g_malloc(len + 1);
-    if (len)
-        memcpy(v->u.str.s, data, len);
-    v->u.str.s[len] = '\0';
-    v->u.str.len = len;
+    return new_inline_str(RPC_VALUE_BYTES, data, len);
+}
+
+static RpcValue *
+new_list(guint n_inline)
+{
+    RpcValue *v = value_alloc(RPC_VALUE_LIST, (gsize)n_inline * sizeof(RpcValue *));
+    v->u.list.items = (RpcValue **)TRAILING(v);
+    v->u.list.cap = n_inline;
+    v->u.list.n_inline = n_inline;
     return v;
 }
 
 RpcValue *
 rpc_value_new_list(void)
 {
-    RpcValue *v = value_alloc(RPC_VALUE_LIST);
-    v->u.list = g_ptr_array_new_with_free_func((GDestroyNotify)rpc_value_unref);
-    return v;
+    return new_list(LIST_INLINE_DEFAULT);
+}
+
+RpcValue *
+rpc_value_new_list_sized(guint n)
+{
+    return new_list(n);
 }
 
 RpcValue *
 rpc_value_new_dict(void)
 {
-    RpcValue *v = value_alloc(RPC_VALUE_DICT);
-    v->u.dict.entries = g_array_new(FALSE, FALSE, sizeof(DictEntry));
+    return value_alloc(RPC_VALUE_DICT, 0);
+}
+
+RpcValue *
+rpc_value_new_dict_sized(guint n)
+{
+    RpcValue *v = value_alloc(RPC_VALUE_DICT, 0);
+    if (n > 0) {
+        v->u.dict.entries = g_new(DictEntry, n);
+        v->u.dict.cap = n;
+    }
     return v;
 }
 
@@ -216,7 +312,7 @@ RpcValue *
 rpc_value_new_tensor(RpcTensor *t)
 {
     g_return_val_if_fail(t != NULL, NULL);
-    RpcValue *v = value_alloc(RPC_VALUE_TENSOR);
+    RpcValue *v = value_alloc(RPC_VALUE_TENSOR, 0);
     v->u.tensor = t;
     return v;
 }
@@ -225,9 +321,35 @@ RpcValue *
 rpc_value_new_worker_info(const char *name, gint id)
 {
     g_return_val_if_fail(name != NULL, NULL);
-    RpcValue *v = value_alloc(RPC_VALUE_WORKER_INFO);
-    v->u.worker.name = g_strdup(name);
+    gsize n = strlen(name);
+    g_return_val_if_fail(n < G_MAXUINT32, NULL);
+    RpcValue *v = value_alloc(RPC_VALUE_WORKER_INFO, n + 1);
+    v->u.worker.name = TRAILING(v);
+    memcpy(v->u.worker.name, name, n + 1);
+    v->u.worker.name_len = (guint32)n;
     v->u.worker.id = id;
+    return v;
+}
+
+/* An error value; kind_name is copied into the block unless it is the
+ * built-in name of `kind` (a static string). */
+static RpcValue *
+new_error(RpcErrorKind kind, const char *kind_name, gboolean builtin, const char *message)
+{
+    gsize mlen = strlen(message) + 1;
+    gsize klen = builtin ? 0 : strlen(kind_name) + 1;
+    g_return_val_if_fail(mlen + klen <= G_MAXUINT32, NULL);
+    RpcValue *v = value_alloc(RPC_VALUE_ERROR, mlen + klen);
+    v->u.error.kind = kind;
+    v->u.error.extra = (guint32)(mlen + klen);
+    v->u.error.message = TRAILING(v);
+    memcpy(v->u.error.message, message, mlen);
+    if (builtin) {
+        v->u.error.kind_name = kind_name;
+    } else {
+        memcpy(TRAILING(v) + mlen, kind_name, klen);
+        v->u.error.kind_name = TRAILING(v) + mlen;
+    }
     return v;
 }
 
@@ -235,11 +357,7 @@ RpcValue *
 rpc_value_new_error(RpcErrorKind kind, const char *message)
 {
     g_return_val_if_fail(message != NULL, NULL);
-    RpcValue *v = value_alloc(RPC_VALUE_ERROR);
-    v->u.error.kind = kind;
-    v->u.error.kind_name = g_strdup(rpc_error_kind_name(kind));
-    v->u.error.message = g_strdup(message);
-    return v;
+    return new_error(kind, rpc_error_kind_name(kind), TRUE, message);
 }
 
 RpcValue *
@@ -249,11 +367,7 @@ rpc_value_new_error_user(const char *kind_name, const char *message)
     RpcErrorKind kind;
     if (rpc_error_kind_from_name(kind_name, &kind))
         return rpc_value_new_error(kind, message);
-    RpcValue *v = value_alloc(RPC_VALUE_ERROR);
-    v->u.error.kind = RPC_ERROR_USER;
-    v->u.error.kind_name = g_strdup(kind_name);
-    v->u.error.message = g_strdup(message);
-    return v;
+    return new_error(RPC_ERROR_USER, kind_name, FALSE, message);
 }
 
 RpcValue *
@@ -270,7 +384,7 @@ RpcValue *
 rpc_value_new_future(RpcFuture *f)
 {
     g_return_val_if_fail(f != NULL, NULL);
-    RpcValue *v = value_alloc(RPC_VALUE_FUTURE);
+    RpcValue *v = value_alloc(RPC_VALUE_FUTURE, 0);
     v->u.future = rpc_future_ref(f);
     return v;
 }
@@ -279,7 +393,7 @@ RpcValue *
 rpc_value_new_opaque(const RpcOpaqueType *type, gpointer obj)
 {
     g_return_val_if_fail(type != NULL && obj != NULL, NULL);
-    RpcValue *v = value_alloc(RPC_VALUE_OPAQUE);
+    RpcValue *v = value_alloc(RPC_VALUE_OPAQUE, 0);
     v->u.opaque.type = type;
     v->u.opaque.obj = obj;
     return v;
@@ -289,7 +403,7 @@ RpcValueType
 rpc_value_type(const RpcValue *v)
 {
     g_return_val_if_fail(v != NULL, RPC_VALUE_NONE);
-    return v->type;
+    return (RpcValueType)v->type;
 }
 
 const char *
@@ -336,6 +450,15 @@ const char *
 rpc_value_get_string(const RpcValue *v)
 {
     CHECK_TYPE(v, RPC_VALUE_STRING, NULL);
+    return v->u.str.s;
+}
+
+const char *
+rpc_value_get_string_len(const RpcValue *v, gsize *len)
+{
+    CHECK_TYPE(v, RPC_VALUE_STRING, NULL);
+    if (len)
+        *len = v->u.str.len;
     return v->u.str.s;
 }
 
@@ -391,28 +514,47 @@ rpc_value_worker_id(const RpcValue *v)
     return v->u.worker.id;
 }
 
+/* Moves a list's items to a heap array with room for at least one more. */
+static void
+list_grow(RpcValue *list)
+{
+    guint cap = list->u.list.cap < 4 ? 8 : list->u.list.cap * 2;
+    g_assert(cap > list->u.list.cap); /* guint overflow: 2^31 items */
+    if (list->u.list.items == (RpcValue **)TRAILING(list)) {
+        RpcValue **items = g_new(RpcValue *, cap);
+        if (list->u.list.len)
+            memcpy(items, list->u.list.items, list->u.list.len * sizeof(RpcValue *));
+        list->u.list.items = items;
+    } else {
+        list->u.list.items = g_renew(RpcValue *, list->u.list.items, cap);
+    }
+    list->u.list.cap = cap;
+}
+
 void
 rpc_value_list_append(RpcValue *list, RpcValue *item)
 {
     g_return_if_fail(list != NULL && list->type == RPC_VALUE_LIST);
     g_return_if_fail(item != NULL);
     g_assert(list->refcount == 1); /* only the builder may append */
-    g_ptr_array_add(list->u.list, item);
+    if (G_UNLIKELY(list->u.list.len == list->u.list.cap))
+        list_grow(list);
+    list->u.list.items[list->u.list.len++] = item;
 }
 
 guint
 rpc_value_list_len(const RpcValue *list)
 {
     CHECK_TYPE(list, RPC_VALUE_LIST, 0);
-    return list->u.list->len;
+    return list->u.list.len;
 }
 
 RpcValue *
 rpc_value_list_get(const RpcValue *list, guint i)
 {
     CHECK_TYPE(list, RPC_VALUE_LIST, NULL);
-    g_return_val_if_fail(i < list->u.list->len, NULL);
-    return g_ptr_array_index(list->u.list, i);
+    g_return_val_if_fail(i < list->u.list.len, NULL);
+    return list->u.list.items[i];
 }
 
 /* Small dicts are searched linearly; past this many keys a hash index keeps
@@ -424,14 +566,37 @@ dict_find(const RpcValue *dict, const char *key)
 {
     if (dict->u.dict.index) {
         guint pos = GPOINTER_TO_UINT(g_hash_table_lookup(dict->u.dict.index, key));
-        return pos ? &g_array_index(dict->u.dict.entries, DictEntry, pos - 1) : NULL;
+        return pos ? &dict->u.dict.entries[pos - 1] : NULL;
     }
-    for (guint i = 0; i < dict->u.dict.entries->len; i++) {
-        DictEntry *e = &g_array_index(dict->u.dict.entries, DictEntry, i);
+    for (guint i = 0; i < dict->u.dict.len; i++) {
+        DictEntry *e = &dict->u.dict.entries[i];
         if (strcmp(e->key, key) == 0)
             return e;
     }
     return NULL;
+}
+
+/* Appends an entry for a key known to be absent, taking `key`. */
+static void
+dict_append(RpcValue *dict, char *key, RpcValue *item)
+{
+    if (dict->u.dict.len == dict->u.dict.cap) {
+        guint cap = dict->u.dict.cap < 2 ? 4 : dict->u.dict.cap * 2;
+        g_assert(cap > dict->u.dict.cap);
+        dict->u.dict.entries = g_renew(DictEntry, dict->u.dict.entries, cap);
+        dict->u.dict.cap = cap;
+    }
+    guint len = ++dict->u.dict.len;
+    dict->u.dict.entries[len - 1] = (DictEntry){key, item};
+    if (dict->u.dict.index) {
+        g_hash_table_insert(dict->u.dict.index, key, GUINT_TO_POINTER(len));
+    } else if (len > DICT_INDEX_MIN) {
+        /* keys are owned by the entries, which never move their strings */
+        dict->u.dict.index = g_hash_table_new(g_str_hash, g_str_equal);
+        for (guint i = 0; i < len; i++)
+            g_hash_table_insert(dict->u.dict.index, dict->u.dict.entries[i].key,
+                                GUINT_TO_POINTER(i + 1));
+    }
 }
 
 void
@@ -446,18 +611,19 @@ rpc_value_dict_set(RpcValue *dict, const char *key, RpcValue *item)
         e->value = item;
         return;
     }
-    DictEntry ne = {g_strdup(key), item};
-    g_array_append_val(dict->u.dict.entries, ne);
-    GArray *es = dict->u.dict.entries;
-    if (dict->u.dict.index) {
-        g_hash_table_insert(dict->u.dict.index, ne.key, GUINT_TO_POINTER(es->len));
-    } else if (es->len > DICT_INDEX_MIN) {
-        /* keys are owned by the entries, which never move their strings */
-        dict->u.dict.index = g_hash_table_new(g_str_hash, g_str_equal);
-        for (guint i = 0; i < es->len; i++)
-            g_hash_table_insert(dict->u.dict.index, g_array_index(es, DictEntry, i).key,
-                                GUINT_TO_POINTER(i + 1));
-    }
+    dict_append(dict, g_strdup(key), item);
+}
+
+gboolean
+rpc_value_dict_insert_take(RpcValue *dict, char *key, RpcValue *item)
+{
+    g_return_val_if_fail(dict != NULL && dict->type == RPC_VALUE_DICT, FALSE);
+    g_return_val_if_fail(key != NULL && item != NULL, FALSE);
+    g_assert(dict->refcount == 1);
+    if (dict_find(dict, key) != NULL)
+        return FALSE;
+    dict_append(dict, key, item);
+    return TRUE;
 }
 
 RpcValue *
@@ -473,23 +639,23 @@ guint
 rpc_value_dict_len(const RpcValue *dict)
 {
     CHECK_TYPE(dict, RPC_VALUE_DICT, 0);
-    return dict->u.dict.entries->len;
+    return dict->u.dict.len;
 }
 
 const char *
 rpc_value_dict_key_at(const RpcValue *dict, guint i)
 {
     CHECK_TYPE(dict, RPC_VALUE_DICT, NULL);
-    g_return_val_if_fail(i < dict->u.dict.entries->len, NULL);
-    return g_array_index(dict->u.dict.entries, DictEntry, i).key;
+    g_return_val_if_fail(i < dict->u.dict.len, NULL);
+    return dict->u.dict.entries[i].key;
 }
 
 RpcValue *
 rpc_value_dict_value_at(const RpcValue *dict, guint i)
 {
     CHECK_TYPE(dict, RPC_VALUE_DICT, NULL);
-    g_return_val_if_fail(i < dict->u.dict.entries->len, NULL);
-    return g_array_index(dict->u.dict.entries, DictEntry, i).value;
+    g_return_val_if_fail(i < dict->u.dict.len, NULL);
+    return dict->u.dict.entries[i].value;
 }
 
 RpcErrorKind
@@ -552,17 +718,17 @@ rpc_value_equal(const RpcValue *a, const RpcValue *b)
     case RPC_VALUE_BYTES:
         return a->u.str.len == b->u.str.len && memcmp(a->u.str.s, b->u.str.s, a->u.str.len) == 0;
     case RPC_VALUE_LIST:
-        if (a->u.list->len != b->u.list->len)
+        if (a->u.list.len != b->u.list.len)
             return FALSE;
-        for (guint i = 0; i < a->u.list->len; i++)
-            if (!rpc_value_equal(g_ptr_array_index(a->u.list, i), g_ptr_array_index(b->u.list, i)))
+        for (guint i = 0; i < a->u.list.len; i++)
+            if (!rpc_value_equal(a->u.list.items[i], b->u.list.items[i]))
                 return FALSE;
         return TRUE;
     case RPC_VALUE_DICT:
-        if (a->u.dict.entries->len != b->u.dict.entries->len)
+        if (a->u.dict.len != b->u.dict.len)
             return FALSE;
-        for (guint i = 0; i < a->u.dict.entries->len; i++) {
-            DictEntry *e = &g_array_index(a->u.dict.entries, DictEntry, i);
+        for (guint i = 0; i < a->u.dict.len; i++) {
+            const DictEntry *e = &a->u.dict.entries[i];
             if (!rpc_value_equal(e->value, rpc_value_dict_get(b, e->key)))
                 return FALSE;
         }
@@ -680,17 +846,17 @@ repr_into(GString *out, const RpcValue *v)
         break;
     case RPC_VALUE_LIST:
         g_string_append_c(out, '[');
-        for (guint i = 0; i < v->u.list->len; i++) {
+        for (guint i = 0; i < v->u.list.len; i++) {
             if (i)
                 g_string_append(out, ", ");
-            repr_into(out, g_ptr_array_index(v->u.list, i));
+            repr_into(out, v->u.list.items[i]);
         }
         g_string_append_c(out, ']');
         break;
     case RPC_VALUE_DICT:
         g_string_append_c(out, '{');
-        for (guint i = 0; i < v->u.dict.entries->len; i++) {
-            DictEntry *e = &g_array_index(v->u.dict.entries, DictEntry, i);
+        for (guint i = 0; i < v->u.dict.len; i++) {
+            const DictEntry *e = &v->u.dict.entries[i];
             if (i)
                 g_string_append(out, ", ");
             repr_string(out, e->key, strlen(e->key));
@@ -747,13 +913,13 @@ rpc_value_contains_future(const RpcValue *v)
     case RPC_VALUE_FUTURE:
         return TRUE;
     case RPC_VALUE_LIST:
-        for (guint i = 0; i < v->u.list->len; i++)
-            if (rpc_value_contains_future(g_ptr_array_index(v->u.list, i)))
+        for (guint i = 0; i < v->u.list.len; i++)
+            if (rpc_value_contains_future(v->u.list.items[i]))
                 return TRUE;
         return FALSE;
     case RPC_VALUE_DICT:
-        for (guint i = 0; i < v->u.dict.entries->len; i++)
-            if (rpc_value_contains_future(g_array_index(v->u.dict.entries, DictEntry, i).value))
+        for (guint i = 0; i < v->u.dict.len; i++)
+            if (rpc_value_contains_future(v->u.dict.entries[i].value))
                 return TRUE;
         return FALSE;
     default:

@@ -62,9 +62,18 @@ RpcValue *rpc_value_new_int(gint64 i);
 RpcValue *rpc_value_new_double(double d);
 RpcValue *rpc_value_new_string(const char *s);
 RpcValue *rpc_value_new_string_take(char *s);
+/* A string of `len` bytes copied from s (no NUL among them; s need not be
+ * NUL-terminated).  Like rpc_value_new_string, the bytes are not checked
+ * for UTF-8: that is the codec's business. */
+RpcValue *rpc_value_new_string_len(const char *s, gsize len);
 RpcValue *rpc_value_new_bytes(const guint8 *data, gsize len);
 RpcValue *rpc_value_new_list(void);
 RpcValue *rpc_value_new_dict(void);
+/* An empty list / dict with room reserved for n items (appending more still
+ * works).  A list made by rpc_value_new_list() has room for 4 in its own
+ * block; an empty dict allocates nothing beyond its record. */
+RpcValue *rpc_value_new_list_sized(guint n);
+RpcValue *rpc_value_new_dict_sized(guint n);
 RpcValue *rpc_value_new_tensor(RpcTensor *t); /* takes t */
 RpcValue *rpc_value_new_worker_info(const char *name, gint id);
 RpcValue *rpc_value_new_error(RpcErrorKind kind, const char *message);
@@ -81,6 +90,8 @@ gboolean rpc_value_get_bool(const RpcValue *v);
 gint64 rpc_value_get_int(const RpcValue *v);
 double rpc_value_get_double(const RpcValue *v); /* ints widen */
 const char *rpc_value_get_string(const RpcValue *v);
+/* The string and its length in bytes (len nullable). */
+const char *rpc_value_get_string_len(const RpcValue *v, gsize *len);
 const guint8 *rpc_value_get_bytes(const RpcValue *v, gsize *len);
 RpcTensor *rpc_value_get_tensor(const RpcValue *v);
 RpcFuture *rpc_value_get_future(const RpcValue *v);
@@ -100,6 +111,10 @@ RpcValue *rpc_value_list_get(const RpcValue *list, guint i);
 /* Dicts with string keys, insertion-ordered. Setting an existing key replaces. */
 void rpc_value_dict_set(RpcValue *dict, const char *key, RpcValue *item); /* takes item */
 RpcValue *rpc_value_dict_get(const RpcValue *dict, const char *key);      /* NULL if absent */
+/* Adds key (transfer full, g_malloc'd) → item (transfer full) at the end if
+ * key is absent and returns TRUE; if key is present, changes nothing, takes
+ * neither and returns FALSE. */
+gboolean rpc_value_dict_insert_take(RpcValue *dict, char *key, RpcValue *item);
 guint rpc_value_dict_len(const RpcValue *dict);
 const char *rpc_value_dict_key_at(const RpcValue *dict, guint i);
 RpcValue *rpc_value_dict_value_at(const RpcValue *dict, guint i);

@@ -310,6 +310,37 @@ nested_value(void)
         list_of(1, inner), rpc_value_new_int(G_MININT64));
 }
 
+/* The body of rpc_sync(to, "my_module.my_add", [3, 4.5]) as the agent
+ * builds it: [name, args, kwargs, async]. */
+static RpcValue *
+call_body(void)
+{
+    return list_of(4, rpc_value_new_string("my_module.my_add"),
+                   list_of(2, rpc_value_new_int(3), rpc_value_new_double(4.5)),
+                   rpc_value_new_dict(), rpc_value_new_bool(FALSE));
+}
+
+/* Containers past the small sizes: a list of 6 items, a dict of 10 keys
+ * (indexed), strings of 12+ bytes mixing ASCII and UTF-8, 300 bytes. */
+static RpcValue *
+wide_value(void)
+{
+    RpcValue *d = rpc_value_new_dict();
+    for (int i = 0; i < 10; i++) {
+        char key[8];
+        g_snprintf(key, sizeof key, "k%d", i);
+        rpc_value_dict_set(d, key, rpc_value_new_int(i));
+    }
+    guint8 raw[300];
+    for (gsize i = 0; i < sizeof raw; i++)
+        raw[i] = (guint8)(i * 7);
+    return list_of(6, d, rpc_value_new_string("h\xc3\xa9llo w\xc3\xb6rld!"),
+                   rpc_value_new_string("plain ascii, longer than sixteen"),
+                   rpc_value_new_bytes(raw, sizeof raw),
+                   rpc_value_new_error_user("MyVeryOwnError", "went wrong"),
+                   rpc_value_new_worker_info("a-rather-long-worker-name", 7));
+}
+
 /* Encodes v with the test hooks (transfer full); tensors go to *tensors. */
 static GBytes *
 encode_ok(const RpcValue *v, GPtrArray *tensors)
@@ -893,6 +924,238 @@ test_decode_depth(void)
 
 /* ---- /codec: split points, corruption, fuzz ------------------------------ */
 
+/* The exact bytes of a call body (the message every rpc_sync sends). */
+static void
+test_golden_call_body(void)
+{
+    check_golden(call_body(), "07 04 00 00 00"
+                              " 05 10 00 00 00 6d 79 5f 6d 6f 64 75 6c 65 2e 6d 79 5f 61 64 64"
+                              " 07 02 00 00 00 03 03 00 00 00 00 00 00 00"
+                              " 04 00 00 00 00 00 00 12 40"
+                              " 08 00 00 00 00"
+                              " 01");
+}
+
+static void
+wstr(GByteArray *a, const char *s)
+{
+    w32(a, (guint32)strlen(s));
+    wbytes(a, s, strlen(s));
+}
+
+/* wide_value()'s exact bytes, written out independently of the encoder. */
+static void
+test_golden_wide(void)
+{
+    GByteArray *a = g_byte_array_new();
+    w8(a, 0x07);
+    w32(a, 6);
+    w8(a, 0x08);
+    w32(a, 10);
+    for (int i = 0; i < 10; i++) {
+        char key[8];
+        g_snprintf(key, sizeof key, "k%d", i);
+        wstr(a, key);
+        w8(a, 0x03);
+        w64(a, (guint64)i);
+    }
+    w8(a, 0x05);
+    wstr(a, "h\xc3\xa9llo w\xc3\xb6rld!");
+    w8(a, 0x05);
+    wstr(a, "plain ascii, longer than sixteen");
+    w8(a, 0x06);
+    w32(a, 300);
+    for (guint i = 0; i < 300; i++)
+        w8(a, (guint8)(i * 7));
+    w8(a, 0x0b);
+    w8(a, RPC_ERROR_USER);
+    wstr(a, "MyVeryOwnError");
+    wstr(a, "went wrong");
+    w8(a, 0x0a);
+    w32(a, 7);
+    wstr(a, "a-rather-long-worker-name");
+    g_autoptr(GBytes) want = g_byte_array_free_to_bytes(a);
+
+    RpcValue *v = wide_value();
+    GBytes *got = encode_ok(v, NULL);
+    g_assert_true(g_bytes_equal(got, want));
+    GError *err = NULL;
+    RpcValue *back =
+        rpc_codec_decode(g_bytes_get_data(got, NULL), g_bytes_get_size(got), NULL, NULL, &err);
+    g_assert_no_error(err);
+    g_assert_true(rpc_value_equal(v, back));
+    g_autofree char *r1 = rpc_value_repr(v);
+    g_autofree char *r2 = rpc_value_repr(back);
+    g_assert_cmpstr(r1, ==, r2);
+    /* the dict keeps its order through the wire */
+    RpcValue *d = rpc_value_list_get(back, 0);
+    for (guint i = 0; i < 10; i++) {
+        char key[8];
+        g_snprintf(key, sizeof key, "k%u", i);
+        g_assert_cmpstr(rpc_value_dict_key_at(d, i), ==, key);
+        g_assert_cmpint(rpc_value_get_int(rpc_value_dict_get(d, key)), ==, i);
+    }
+    rpc_value_unref(back);
+    g_bytes_unref(got);
+    rpc_value_unref(v);
+}
+
+/* rpc_codec_encode_to_buffer appends exactly rpc_codec_encode's bytes, and
+ * on failure leaves the buffer and the tensor list as they were. */
+static void
+test_encode_to_buffer(void)
+{
+    RpcValue *vs[] = {nested_value(), call_body(), wide_value(), rpc_value_none()};
+    for (gsize i = 0; i < G_N_ELEMENTS(vs); i++) {
+        for (guint prefix = 0; prefix < 200; prefix += 67) {
+            GPtrArray *ts1 = tensor_array();
+            GPtrArray *ts2 = tensor_array();
+            g_ptr_array_add(ts2, rpc_tensor_new_scalar(F32, 1)); /* indices stay absolute */
+            g_ptr_array_add(ts1, rpc_tensor_new_scalar(F32, 1));
+            GBytes *want = encode_ok(vs[i], ts1);
+            GByteArray *out = g_byte_array_new();
+            for (guint k = 0; k < prefix; k++)
+                w8(out, (guint8)k);
+            GError *err = NULL;
+            g_assert_true(rpc_codec_encode_to_buffer(out, vs[i], ts2, &test_hooks, &err));
+            g_assert_no_error(err);
+            g_assert_cmpuint(out->len, ==, prefix + g_bytes_get_size(want));
+            for (guint k = 0; k < prefix; k++)
+                g_assert_cmpuint(out->data[k], ==, (guint8)k);
+            g_assert_cmpmem(out->data + prefix, out->len - prefix, g_bytes_get_data(want, NULL),
+                            g_bytes_get_size(want));
+            g_assert_cmpuint(ts1->len, ==, ts2->len);
+            g_bytes_unref(want);
+            g_byte_array_unref(out);
+            g_ptr_array_unref(ts1);
+            g_ptr_array_unref(ts2);
+        }
+        rpc_value_unref(vs[i]);
+    }
+
+    /* a tensor, a long string, then a future: nothing is left behind */
+    RpcFuture *f = rpc_future_new(NULL);
+    char big[1000];
+    memset(big, 'x', sizeof big - 1);
+    big[sizeof big - 1] = '\0';
+    RpcValue *bad = list_of(3, rpc_value_new_tensor(rpc_tensor_new_scalar(F32, 2)),
+                            rpc_value_new_string(big), rpc_value_new_future(f));
+    rpc_future_unref(f);
+    GByteArray *out = g_byte_array_new();
+    w8(out, 0xaa);
+    w8(out, 0xbb);
+    GPtrArray *ts = tensor_array();
+    GError *err = NULL;
+    g_assert_false(rpc_codec_encode_to_buffer(out, bad, ts, NULL, &err));
+    g_assert_error(err, RPC_ERROR, RPC_ERROR_RUNTIME);
+    g_assert_cmpstr(err->message, ==, RPC_CODEC_MSG_PICKLE_FUTURE);
+    g_clear_error(&err);
+    g_assert_cmpuint(out->len, ==, 2);
+    g_assert_cmpuint(out->data[0], ==, 0xaa);
+    g_assert_cmpuint(out->data[1], ==, 0xbb);
+    g_assert_cmpuint(ts->len, ==, 0);
+    g_ptr_array_unref(ts);
+    g_byte_array_unref(out);
+    rpc_value_unref(bad);
+}
+
+/* The decoder's 8-bytes-at-a-time ASCII check hands every string with a
+ * NUL or a byte >= 0x80 to the exact checks, at every position and length
+ * around the word size; the errors name the same offsets as before. */
+static void
+test_decode_string_checks(void)
+{
+    for (guint n = 1; n <= 20; n++) {
+        for (guint at = 0; at < n; at++) {
+            for (int kind = 0; kind < 4; kind++) {
+                char s[32];
+                memset(s, 'a', n);
+                s[n] = '\0';
+                guint len = n;
+                if (kind == 0)
+                    s[at] = '\0';
+                else if (kind == 1)
+                    s[at] = (char)0xff;
+                else if (kind == 2)
+                    s[at] = (char)0x7f; /* DEL: plain ASCII */
+                else if (at + 1 < n)
+                    s[at] = (char)0xc3, s[at + 1] = (char)0xa9; /* é */
+                else
+                    s[at] = (char)0xc3; /* é cut short */
+                for (int in_dict = 0; in_dict < 2; in_dict++) {
+                    GByteArray *a = g_byte_array_new();
+                    if (in_dict) {
+                        w8(a, 0x08);
+                        w32(a, 1);
+                    } else {
+                        w8(a, 0x05);
+                    }
+                    w32(a, len);
+                    wbytes(a, s, len);
+                    if (in_dict)
+                        w8(a, 0x00);
+                    GError *err = NULL;
+                    RpcValue *v = rpc_codec_decode(a->data, a->len, NULL, NULL, &err);
+                    const char *what = in_dict ? "a dict key" : "a string";
+                    gsize off = (in_dict ? 9 : 5) + at;
+                    if (kind == 0) {
+                        g_autofree char *want =
+                            g_strdup_printf("NUL byte in %s at offset %" G_GSIZE_FORMAT, what, off);
+                        g_assert_null(v);
+                        g_assert_cmpstr(err->message, ==, want);
+                    } else if (kind == 1 || (kind == 3 && at + 1 == n)) {
+                        g_autofree char *want = g_strdup_printf(
+                            "invalid UTF-8 in %s at offset %" G_GSIZE_FORMAT, what, off);
+                        g_assert_null(v);
+                        g_assert_cmpstr(err->message, ==, want);
+                    } else {
+                        g_assert_no_error(err);
+                        const char *got =
+                            in_dict ? rpc_value_dict_key_at(v, 0) : rpc_value_get_string(v);
+                        g_assert_cmpmem(got, strlen(got), s, len);
+                    }
+                    g_clear_error(&err);
+                    rpc_value_unref(v);
+                    g_byte_array_unref(a);
+                }
+            }
+        }
+    }
+}
+
+/* The encoder's ASCII fast path: invalid UTF-8 anywhere in a string of any
+ * length is still refused, valid multi-byte text still accepted. */
+static void
+test_encode_string_checks(void)
+{
+    for (guint n = 1; n <= 20; n++) {
+        for (guint at = 0; at < n; at++) {
+            char s[32];
+            memset(s, 'b', n);
+            s[n] = '\0';
+            s[at] = (char)0xfe;
+            RpcValue *v = rpc_value_new_string(s);
+            GError *err = NULL;
+            g_assert_null(rpc_codec_encode(v, NULL, NULL, &err));
+            g_assert_error(err, RPC_ERROR, RPC_ERROR_RUNTIME);
+            g_assert_cmpstr(err->message, ==, "Can not pickle string: invalid UTF-8");
+            g_clear_error(&err);
+            rpc_value_unref(v);
+            RpcValue *d = rpc_value_new_dict();
+            rpc_value_dict_set(d, s, rpc_value_none());
+            g_assert_null(rpc_codec_encode(d, NULL, NULL, &err));
+            g_assert_cmpstr(err->message, ==, "Can not pickle dict key: invalid UTF-8");
+            g_clear_error(&err);
+            rpc_value_unref(d);
+            if (at + 1 < n) {
+                s[at] = (char)0xc3;
+                s[at + 1] = (char)0xa9;
+                roundtrip(rpc_value_new_string(s));
+            }
+        }
+    }
+}
+
 /* Representative payloads (transfer full) and their tensors. */
 static GPtrArray *
 sample_payloads(GPtrArray *tensors)
@@ -904,6 +1167,8 @@ sample_payloads(GPtrArray *tensors)
                 rpc_value_new_string("\xe2\x98\x83")),
         rpc_value_new_int(5),
         rpc_value_new_dict(),
+        call_body(),
+        wide_value(),
     };
     for (gsize i = 0; i < G_N_ELEMENTS(vs); i++) {
         g_ptr_array_add(out, encode_ok(vs[i], tensors));
@@ -1046,7 +1311,7 @@ test_codec_fuzz(void)
     GPtrArray *payloads = sample_payloads(ts);
     Guard g;
     guard_init(&g, 4096);
-    guint8 buf[512];
+    guint8 buf[2048];
     guint iters = fuzz_iterations();
     guint decoded = 0;
     for (guint it = 0; it < iters; it++) {
@@ -1059,6 +1324,7 @@ test_codec_fuzz(void)
         } else {
             GBytes *b = g_ptr_array_index(payloads, lcg_below(&r, payloads->len));
             len = g_bytes_get_size(b);
+            g_assert_cmpuint(len, <, sizeof buf);
             memcpy(buf, g_bytes_get_data(b, NULL), len);
             guint muts = 1 + lcg_below(&r, 4);
             for (guint m = 0; m < muts && len > 0; m++) {
@@ -1653,6 +1919,11 @@ main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
     g_test_add_func("/codec/golden", test_golden);
+    g_test_add_func("/codec/golden/call-body", test_golden_call_body);
+    g_test_add_func("/codec/golden/wide", test_golden_wide);
+    g_test_add_func("/codec/encode/to-buffer", test_encode_to_buffer);
+    g_test_add_func("/codec/encode/string-checks", test_encode_string_checks);
+    g_test_add_func("/codec/decode/string-checks", test_decode_string_checks);
     g_test_add_func("/codec/roundtrip/scalars", test_roundtrip_scalars);
     g_test_add_func("/codec/roundtrip/doubles-bit-exact", test_roundtrip_doubles_bits);
     g_test_add_func("/codec/roundtrip/strings", test_roundtrip_strings);

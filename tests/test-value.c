@@ -222,6 +222,153 @@ test_dict(void)
     rpc_value_unref(d);
 }
 
+/* Lists keep their first items in the value's own block and move to a heap
+ * array past it; every size and every starting capacity behaves the same. */
+static void
+test_list_growth(void)
+{
+    for (int start = -1; start <= 5; start++) {
+        RpcValue *l = start < 0 ? rpc_value_new_list() : rpc_value_new_list_sized((guint)start);
+        RpcValue *ref = rpc_value_new_list();
+        for (gint64 i = 0; i < 40; i++) {
+            rpc_value_list_append(l, rpc_value_new_int(i));
+            rpc_value_list_append(ref, rpc_value_new_int(i));
+            g_assert_cmpuint(rpc_value_list_len(l), ==, (guint)i + 1);
+            for (gint64 j = 0; j <= i; j++)
+                g_assert_cmpint(rpc_value_get_int(rpc_value_list_get(l, (guint)j)), ==, j);
+            g_assert_true(rpc_value_equal(l, ref));
+        }
+        char *r = rpc_value_repr(l);
+        g_assert_true(g_str_has_prefix(r, "[0, 1, 2, 3, 4, 5,"));
+        g_assert_true(g_str_has_suffix(r, "38, 39]"));
+        g_free(r);
+        rpc_value_unref(ref);
+        rpc_value_unref(l);
+    }
+    /* sized lists start empty, and an unused reservation costs nothing */
+    RpcValue *e = rpc_value_new_list_sized(1000);
+    g_assert_cmpuint(rpc_value_list_len(e), ==, 0);
+    assert_repr_take(e, "[]");
+    RpcValue *z = rpc_value_new_list_sized(0);
+    e = rpc_value_new_list();
+    g_assert_true(rpc_value_equal(z, e));
+    rpc_value_unref(e);
+    assert_repr_take(z, "[]");
+}
+
+/* insert_take adds a new key and takes it; on a present key it takes
+ * nothing.  Past DICT_INDEX_MIN keys the index must stay in step with
+ * dict_set, insert_take and replacement alike. */
+static void
+test_dict_insert_take(void)
+{
+    for (int sized = 0; sized < 3; sized++) {
+        RpcValue *d = sized == 0   ? rpc_value_new_dict()
+                      : sized == 1 ? rpc_value_new_dict_sized(3)
+                                   : rpc_value_new_dict_sized(100);
+        g_assert_cmpuint(rpc_value_dict_len(d), ==, 0);
+        for (int i = 0; i < 30; i++) {
+            char *key = g_strdup_printf("key%d", i);
+            if (i % 2) {
+                g_assert_true(rpc_value_dict_insert_take(d, key, rpc_value_new_int(i)));
+            } else {
+                rpc_value_dict_set(d, key, rpc_value_new_int(i));
+                g_free(key);
+            }
+            /* a present key: nothing taken, nothing changed */
+            char *again = g_strdup_printf("key%d", i / 2);
+            RpcValue *item = rpc_value_new_int(-1);
+            g_assert_false(rpc_value_dict_insert_take(d, again, item));
+            rpc_value_unref(item);
+            g_free(again);
+            g_assert_cmpuint(rpc_value_dict_len(d), ==, (guint)i + 1);
+            for (int j = 0; j <= i; j++) {
+                char k[16];
+                g_snprintf(k, sizeof k, "key%d", j);
+                g_assert_cmpstr(rpc_value_dict_key_at(d, (guint)j), ==, k);
+                g_assert_cmpint(rpc_value_get_int(rpc_value_dict_get(d, k)), ==, j);
+                g_assert_cmpint(rpc_value_get_int(rpc_value_dict_value_at(d, (guint)j)), ==, j);
+            }
+            g_assert_null(rpc_value_dict_get(d, "key-absent"));
+        }
+        /* replacing keeps the position, indexed or not */
+        rpc_value_dict_set(d, "key3", rpc_value_new_string("three"));
+        g_assert_cmpstr(rpc_value_dict_key_at(d, 3), ==, "key3");
+        g_assert_cmpstr(rpc_value_get_string(rpc_value_dict_value_at(d, 3)), ==, "three");
+        g_assert_cmpuint(rpc_value_dict_len(d), ==, 30);
+        rpc_value_unref(d);
+    }
+    RpcValue *e = rpc_value_new_dict_sized(7);
+    RpcValue *f = rpc_value_new_dict();
+    g_assert_true(rpc_value_equal(e, f));
+    assert_repr_take(e, "{}");
+    assert_repr_take(f, "{}");
+    g_test_expect_message(NULL, G_LOG_LEVEL_CRITICAL, "*assertion*failed*");
+    g_assert_false(rpc_value_dict_insert_take(NULL, NULL, NULL));
+    g_test_assert_expected_messages();
+}
+
+/* rpc_value_new_string_len copies exactly len bytes; big values (past the
+ * pool's record sizes) behave like small ones. */
+static void
+test_string_len_and_big_values(void)
+{
+    const char buf[] = {'a', 'b', 'c', 'd', 'e', 'f'}; /* no terminator */
+    RpcValue *s = rpc_value_new_string_len(buf, 3);
+    gsize n = 99;
+    g_assert_cmpstr(rpc_value_get_string_len(s, &n), ==, "abc");
+    g_assert_cmpuint(n, ==, 3);
+    g_assert_cmpstr(rpc_value_get_string_len(s, NULL), ==, "abc");
+    RpcValue *t = rpc_value_new_string("abc");
+    g_assert_true(rpc_value_equal(s, t));
+    rpc_value_unref(t);
+    assert_repr_take(s, "'abc'");
+    s = rpc_value_new_string_len(NULL, 0);
+    g_assert_cmpstr(rpc_value_get_string(s), ==, "");
+    assert_repr_take(s, "''");
+    /* taken strings keep working the same way */
+    s = rpc_value_new_string_take(g_strdup("taken"));
+    g_assert_cmpstr(rpc_value_get_string_len(s, &n), ==, "taken");
+    g_assert_cmpuint(n, ==, 5);
+    rpc_value_unref(s);
+
+    g_test_expect_message(NULL, G_LOG_LEVEL_CRITICAL, "*assertion*failed*");
+    g_assert_null(rpc_value_new_string_len("a\0b", 3));
+    g_test_assert_expected_messages();
+    RpcValue *b = rpc_value_new_bytes((const guint8 *)"x", 1);
+    g_test_expect_message(NULL, G_LOG_LEVEL_CRITICAL, "*assertion*failed*");
+    g_assert_null(rpc_value_get_string_len(b, &n));
+    g_test_assert_expected_messages();
+    rpc_value_unref(b);
+
+    char *big = g_strnfill(5000, 'q');
+    s = rpc_value_new_string(big);
+    g_assert_cmpstr(rpc_value_get_string(s), ==, big);
+    rpc_value_unref(s);
+    b = rpc_value_new_bytes((const guint8 *)big, 5000);
+    g_assert_cmpmem(rpc_value_get_bytes(b, &n), n, big, 5000);
+    rpc_value_unref(b);
+    RpcValue *w = rpc_value_new_worker_info(big, 3);
+    g_assert_cmpstr(rpc_value_worker_name(w), ==, big);
+    rpc_value_unref(w);
+    RpcValue *err = rpc_value_new_error_user(big, big);
+    g_assert_cmpstr(rpc_value_error_kind_name(err), ==, big);
+    g_assert_cmpstr(rpc_value_error_message(err), ==, big);
+    g_assert_cmpint(rpc_value_error_kind(err), ==, RPC_ERROR_USER);
+    rpc_value_unref(err);
+    err = rpc_value_new_error(RPC_ERROR_TYPE, big);
+    g_assert_cmpstr(rpc_value_error_kind_name(err), ==, "TypeError");
+    g_assert_cmpstr(rpc_value_error_message(err), ==, big);
+    rpc_value_unref(err);
+    RpcValue *l = rpc_value_new_list_sized(200);
+    for (int i = 0; i < 300; i++)
+        rpc_value_list_append(l, rpc_value_new_string(big + i * 10));
+    g_assert_cmpuint(rpc_value_list_len(l), ==, 300);
+    g_assert_cmpuint(strlen(rpc_value_get_string(rpc_value_list_get(l, 299))), ==, 5000 - 2990);
+    rpc_value_unref(l);
+    g_free(big);
+}
+
 /* Containers take their items: the last unref of the container releases
  * them (checked on a future, whose liveness is observable). */
 static void
@@ -793,6 +940,9 @@ main(int argc, char **argv)
     g_test_add_func("/value/wrong-type-getter", test_wrong_type_getter);
     g_test_add_func("/value/list", test_list);
     g_test_add_func("/value/dict", test_dict);
+    g_test_add_func("/value/list-growth", test_list_growth);
+    g_test_add_func("/value/dict-insert-take", test_dict_insert_take);
+    g_test_add_func("/value/string-len-and-big-values", test_string_len_and_big_values);
     g_test_add_func("/value/containers-own-items", test_containers_own_items);
     g_test_add_func("/value/equal-numbers", test_equal_numbers);
     g_test_add_func("/value/equal-nested", test_equal_nested);
