@@ -74,6 +74,7 @@ struct RpcAgent {
     RpcIntMap *seen;       /* by sender: request ids served (duplicates dropped) */
     gboolean raise_rref_leaks;
     GPtrArray *spare_tensors; /* an empty side list for the next encode, or NULL */
+    GByteArray *scratch;      /* the buffer messages are built in (NULL while in use) */
 };
 
 /* --- trace kinds -------------------------------------------------------- */
@@ -171,6 +172,7 @@ rpc_agent_new(const RpcAgentConfig *cfg, GError **error)
     a->seen = g_new0(RpcIntMap, cfg->world_size);
     a->rrefs = rpc_rref_ctx_new(a);
     a->dist = rpc_dist_autograd_new(a);
+    a->scratch = g_byte_array_sized_new(256);
     return a;
 fail:
     rpc_registry_free(cfg->registry);
@@ -201,6 +203,8 @@ rpc_agent_free(RpcAgent *a)
     rpc_future_unref(a->idle);
     if (a->spare_tensors != NULL)
         g_ptr_array_unref(a->spare_tensors);
+    if (a->scratch != NULL)
+        g_byte_array_unref(a->scratch);
     g_hash_table_unref(a->gather_seq);
     g_hash_table_unref(a->gather_states);
     g_hash_table_unref(a->slots);
@@ -593,35 +597,75 @@ on_timer(gpointer data)
  * A body that cannot be encoded takes back the forks it made before the
  * failure; otherwise *forks (nullable) receives them, so that a send that
  * fails at once can take them back too (rpc_rref_forks_undo). */
-static GBytes *
-encode_body_forks(RpcAgent *a, const RpcValue *body, GPtrArray **tensors, GArray **forks,
-                  GError **error)
+/* A side list to encode into.  Most bodies carry no tensor, so an empty
+ * list goes back to the spare slot (tensors_release) for the next encode; a
+ * nested encode (from a pickle hook) just allocates its own. */
+static GPtrArray *
+tensors_take(RpcAgent *a)
 {
-    /* Most bodies carry no tensor: their side list goes back to the spare
-     * slot (a nested encode, from a pickle hook, just allocates its own). */
-    *tensors = a->spare_tensors ? a->spare_tensors
-                                : g_ptr_array_new_with_free_func((GDestroyNotify)rpc_tensor_unref);
+    GPtrArray *t = a->spare_tensors;
     a->spare_tensors = NULL;
-    RpcCodecHooks hooks = {rpc_rref_pickle, NULL, a};
-    rpc_rref_forks_begin(a->rrefs);
-    GBytes *payload = rpc_codec_encode(body, *tensors, &hooks, error);
+    return t ? t : g_ptr_array_new_with_free_func((GDestroyNotify)rpc_tensor_unref);
+}
+
+static void
+tensors_release(RpcAgent *a, GPtrArray *t)
+{
+    if (t->len == 0 && a->spare_tensors == NULL)
+        a->spare_tensors = t;
+    else
+        g_ptr_array_unref(t);
+}
+
+/* Hands the forks made since rpc_rref_forks_begin to *forks (nullable), or
+ * takes them back when the body failed to encode. */
+static void
+forks_finish(RpcAgent *a, gboolean encoded, GArray **forks)
+{
     GArray *made = rpc_rref_forks_end(a->rrefs);
-    if (payload == NULL) {
+    if (!encoded) {
         rpc_rref_forks_undo(a->rrefs, made);
         made = NULL;
-    }
-    if (payload == NULL || (*tensors)->len == 0) {
-        if (a->spare_tensors == NULL && (*tensors)->len == 0)
-            a->spare_tensors = *tensors;
-        else
-            g_ptr_array_unref(*tensors);
-        *tensors = NULL;
     }
     if (forks != NULL)
         *forks = made;
     else if (made != NULL)
         g_array_unref(made);
+}
+
+static GBytes *
+encode_body_forks(RpcAgent *a, const RpcValue *body, GPtrArray **tensors, GArray **forks,
+                  GError **error)
+{
+    *tensors = tensors_take(a);
+    RpcCodecHooks hooks = {rpc_rref_pickle, NULL, a};
+    rpc_rref_forks_begin(a->rrefs);
+    GBytes *payload = rpc_codec_encode(body, *tensors, &hooks, error);
+    forks_finish(a, payload != NULL, forks);
+    if (payload == NULL || (*tensors)->len == 0) {
+        tensors_release(a, *tensors);
+        *tensors = NULL;
+    }
     return payload;
+}
+
+/* The same, straight into a `type` message `id` and its wire form (one
+ * buffer, rpc_message_build); NULL + error when body cannot be encoded. */
+static RpcMessage *
+build_message(RpcAgent *a, RpcMessageType type, gint64 id, const RpcValue *body, GArray **forks,
+              GBytes **wire, GError **error)
+{
+    GPtrArray *tensors = tensors_take(a);
+    GByteArray *scratch = a->scratch; /* NULL inside a nested build */
+    a->scratch = NULL;
+    RpcCodecHooks hooks = {rpc_rref_pickle, NULL, a};
+    rpc_rref_forks_begin(a->rrefs);
+    RpcMessage *msg = rpc_message_build(type, id, body, tensors, &hooks, scratch, wire, error);
+    forks_finish(a, msg != NULL, forks);
+    tensors_release(a, tensors); /* the message holds its own reference */
+    if (scratch != NULL)
+        a->scratch = scratch;
+    return msg;
 }
 
 static GBytes *
@@ -630,20 +674,25 @@ encode_body(RpcAgent *a, const RpcValue *body, GPtrArray **tensors, GError **err
     return encode_body_forks(a, body, tensors, NULL, error);
 }
 
-/* Sends an encoded request (payload and tensors: transfer none, so a retry
- * can send the same bytes again); the returned future (transfer full)
- * completes with the response's value or error. */
+/* Sends request msg (taken) with its wire form (taken; NULL: encode it
+ * here); the returned future (transfer full) completes with the response's
+ * value or error. */
 static RpcFuture *
-send_encoded(RpcAgent *a, gint dst, RpcMessageType type, GBytes *payload, GPtrArray *tensors,
-             RpcTime timeout, const char *what)
+send_message(RpcAgent *a, gint dst, RpcMessage *msg, GBytes *wire, RpcTime timeout,
+             const char *what)
 {
-    gint64 id = a->next_message_id++;
-    /* Hook: a user call made in a dist autograd context goes out wrapped.
-     * Payload and tensors are shared, never modified after encoding. */
-    RpcMessage *msg =
-        rpc_message_new(type, id, g_bytes_ref(payload), tensors ? g_ptr_array_ref(tensors) : NULL);
-    msg = rpc_dist_autograd_wrap_request(a, dst, msg);
-    GBytes *wire = rpc_message_encode(msg);
+    gint64 id = rpc_message_id(msg);
+    RpcMessageType type = rpc_message_type(msg);
+    /* Hook: a user call made in a dist autograd context goes out wrapped
+     * (a new message, so a new wire form). */
+    RpcMessage *out = rpc_dist_autograd_wrap_request(a, dst, rpc_message_ref(msg));
+    if (out != msg || wire == NULL) {
+        if (wire != NULL)
+            g_bytes_unref(wire);
+        wire = rpc_message_encode(out);
+    }
+    rpc_message_unref(msg);
+    msg = out;
     RpcFuture *fut = rpc_future_new(a->ex);
     /* For deadlock reports, formatted only if one is made. */
     rpc_future_set_description_lazy(fut, "the reply to %s from %s", what, a->names[dst]);
@@ -678,26 +727,39 @@ send_encoded(RpcAgent *a, gint dst, RpcMessageType type, GBytes *payload, GPtrAr
     return fut;
 }
 
+/* Sends an encoded request again (payload and tensors: transfer none, so a
+ * retry sends the same bytes) under a new id. */
+static RpcFuture *
+send_encoded(RpcAgent *a, gint dst, RpcMessageType type, GBytes *payload, GPtrArray *tensors,
+             RpcTime timeout, const char *what)
+{
+    gint64 id = a->next_message_id++;
+    RpcMessage *msg =
+        rpc_message_new(type, id, g_bytes_ref(payload), tensors ? g_ptr_array_ref(tensors) : NULL);
+    return send_message(a, dst, msg, NULL, timeout, what);
+}
+
 /* Sends a request; NULL + error when the body cannot be encoded. */
 static RpcFuture *
 send_request(RpcAgent *a, gint dst, RpcMessageType type, RpcValue *body, RpcTime timeout,
              const char *what, GError **error)
 {
-    GPtrArray *tensors;
     GArray *forks;
-    GBytes *payload = encode_body_forks(a, body, &tensors, &forks, error);
-    if (payload == NULL)
+    GBytes *wire;
+    gint64 id = a->next_message_id++;
+    RpcMessage *msg = build_message(a, type, id, body, &forks, &wire, error);
+    if (msg == NULL) {
+        if (a->next_message_id == id + 1)
+            a->next_message_id = id; /* nothing was sent: the id is not used */
         return NULL;
-    RpcFuture *fut = send_encoded(a, dst, type, payload, tensors, timeout, what);
+    }
+    RpcFuture *fut = send_message(a, dst, msg, wire, timeout, what);
     /* Done already: the transport refused the message, so no receiver
      * will ever account for the RRefs it carried. */
     if (rpc_future_done(fut))
         rpc_rref_forks_undo(a->rrefs, forks);
     else if (forks != NULL)
         g_array_unref(forks);
-    g_bytes_unref(payload);
-    if (tensors != NULL)
-        g_ptr_array_unref(tensors);
     return fut;
 }
 
@@ -1024,22 +1086,26 @@ respond(RpcAgent *a, gint to, gint64 id, RpcMessageType type, RpcValue *body)
         rpc_value_unref(body);
         return;
     }
-    GPtrArray *tensors;
     GError *err = NULL;
-    GBytes *payload = encode_body(a, body, &tensors, &err);
+    GBytes *wire;
+    RpcMessage *msg = build_message(a, type, id, body, NULL, &wire, &err);
     rpc_value_unref(body);
-    if (payload == NULL) {
+    if (msg == NULL) {
         /* e.g. a UDF returned a Future: the caller gets the pickling error. */
         type = RPC_MSG_EXCEPTION;
         RpcValue *text = rpc_value_new_string(err->message);
-        payload = encode_body(a, text, &tensors, NULL);
+        msg = build_message(a, type, id, text, NULL, &wire, NULL);
         rpc_value_unref(text);
         g_error_free(err);
     }
     /* Hook: the response to a wrapped request may go out wrapped. */
-    RpcMessage *msg = rpc_message_new(type, id, payload, tensors);
-    msg = rpc_dist_autograd_wrap_response(a, to, msg);
-    GBytes *wire = rpc_message_encode(msg);
+    RpcMessage *out = rpc_dist_autograd_wrap_response(a, to, rpc_message_ref(msg));
+    if (out != msg) {
+        g_bytes_unref(wire);
+        wire = rpc_message_encode(out);
+    }
+    rpc_message_unref(msg);
+    msg = out;
     TRACE(a, tk_respond, to, id, (gint64)g_bytes_get_size(wire), rpc_message_type_name(type));
     GError *send_err = NULL;
     if (!rpc_transport_send(a->tr, a->id, to, msg, wire, &send_err)) {

@@ -24,6 +24,7 @@
 #include <string.h>
 
 #include "core/autograd.h"
+#include "core/codec.h"
 #include "core/error.h"
 #include "core/pool.h"
 
@@ -294,41 +295,42 @@ copy_le(guint8 *dst, const guint8 *src, gsize n, gsize es)
 #endif
 }
 
-gsize
-rpc_message_wire_size(const RpcMessage *m)
+static gsize
+tensors_wire_size(const GPtrArray *tensors)
 {
-    g_return_val_if_fail(m != NULL, 0);
-    gsize total = RPC_WIRE_HEADER_SIZE + m->len + 4;
-    for (guint i = 0; i < m->tensors->len; i++) {
-        const RpcTensor *t = g_ptr_array_index(m->tensors, i);
+    gsize total = 4;
+    for (guint i = 0; i < tensors->len; i++) {
+        const RpcTensor *t = g_ptr_array_index(tensors, i);
         total += 2 + 8 * (gsize)rpc_tensor_ndim(t) + rpc_tensor_nbytes(t);
     }
     return total;
 }
 
-GBytes *
-rpc_message_encode(const RpcMessage *m)
+gsize
+rpc_message_wire_size(const RpcMessage *m)
 {
-    g_return_val_if_fail(m != NULL, NULL);
-    gsize total = rpc_message_wire_size(m);
-    gsize plen = m->len;
-    const guint8 *payload = m->data;
-    guint8 *out = g_malloc(total);
-    guint8 *p = out;
+    g_return_val_if_fail(m != NULL, 0);
+    return RPC_WIRE_HEADER_SIZE + m->len + tensors_wire_size(m->tensors);
+}
 
+static guint8 *
+write_header(guint8 *p, RpcMessageType type, gint64 id, gsize plen)
+{
     memcpy(p, WIRE_MAGIC, WIRE_MAGIC_SIZE);
     p += WIRE_MAGIC_SIZE;
     *p++ = RPC_WIRE_VERSION;
     *p++ = 0; /* flags */
-    p = wr_u16(p, (guint16)m->type);
-    p = wr_u64(p, (guint64)m->id);
-    p = wr_u32(p, (guint32)plen);
-    if (plen > 0)
-        memcpy(p, payload, plen);
-    p += plen;
-    p = wr_u32(p, m->tensors->len);
-    for (guint i = 0; i < m->tensors->len; i++) {
-        const RpcTensor *t = g_ptr_array_index(m->tensors, i);
+    p = wr_u16(p, (guint16)type);
+    p = wr_u64(p, (guint64)id);
+    return wr_u32(p, (guint32)plen);
+}
+
+static guint8 *
+write_tensors(guint8 *p, const GPtrArray *tensors)
+{
+    p = wr_u32(p, tensors->len);
+    for (guint i = 0; i < tensors->len; i++) {
+        const RpcTensor *t = g_ptr_array_index(tensors, i);
         guint ndim = rpc_tensor_ndim(t);
         const gint64 *shape = rpc_tensor_shape(t);
         gsize es = dtype_size(rpc_tensor_dtype(t));
@@ -340,8 +342,62 @@ rpc_message_encode(const RpcMessage *m)
         copy_le(p, rpc_tensor_data(t), numel, es);
         p += numel * es;
     }
+    return p;
+}
+
+GBytes *
+rpc_message_encode(const RpcMessage *m)
+{
+    g_return_val_if_fail(m != NULL, NULL);
+    gsize total = rpc_message_wire_size(m);
+    guint8 *out = g_malloc(total);
+    guint8 *p = write_header(out, m->type, m->id, m->len);
+    if (m->len > 0)
+        memcpy(p, m->data, m->len);
+    p = write_tensors(p + m->len, m->tensors);
     g_assert((gsize)(p - out) == total);
     return g_bytes_new_take(out, total);
+}
+
+RpcMessage *
+rpc_message_build(RpcMessageType type, gint64 id, const RpcValue *body, GPtrArray *tensors,
+                  const RpcCodecHooks *hooks, GByteArray *scratch, GBytes **wire, GError **error)
+{
+    g_return_val_if_fail(rpc_message_type_is_known((guint)type), NULL);
+    g_return_val_if_fail(body != NULL && tensors != NULL && wire != NULL, NULL);
+    guint base = tensors->len;
+    GByteArray *buf = scratch ? scratch : g_byte_array_sized_new(256);
+    g_byte_array_set_size(buf, RPC_WIRE_HEADER_SIZE);
+    if (!rpc_codec_encode_to_buffer(buf, body, tensors, hooks, error)) {
+        if (scratch == NULL)
+            g_byte_array_unref(buf);
+        return NULL;
+    }
+    gsize plen = buf->len - RPC_WIRE_HEADER_SIZE;
+    if (plen > G_MAXUINT32) {
+        g_set_error(error, RPC_ERROR, RPC_ERROR_RUNTIME,
+                    "message payload too large: %" G_GSIZE_FORMAT " bytes", plen);
+        while (tensors->len > base)
+            rpc_tensor_unref(g_ptr_array_steal_index(tensors, tensors->len - 1));
+        if (scratch == NULL)
+            g_byte_array_unref(buf);
+        return NULL;
+    }
+    gsize at = buf->len;
+    g_byte_array_set_size(buf, (guint)(at + tensors_wire_size(tensors)));
+    guint8 *end = write_tensors(buf->data + at, tensors);
+    g_assert(end == buf->data + buf->len);
+    write_header(buf->data, type, id, plen);
+    /* One exact-size copy: the scratch buffer stays with the caller. */
+    *wire = g_bytes_new(buf->data, buf->len);
+    if (scratch == NULL)
+        g_byte_array_unref(buf);
+    RpcMessage *m = rpc_message_new(type, id, g_bytes_ref(*wire),
+                                    tensors->len > 0 ? g_ptr_array_ref(tensors) : NULL);
+    m->payload = NULL; /* the payload is a slice of the wire */
+    m->data = (const guint8 *)g_bytes_get_data(*wire, NULL) + RPC_WIRE_HEADER_SIZE;
+    m->len = plen;
+    return m;
 }
 
 /* ---- decoding ------------------------------------------------------------- */

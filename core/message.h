@@ -34,6 +34,7 @@
 #include <glib.h>
 
 #include "core/tensor.h"
+#include "core/value.h"
 
 G_BEGIN_DECLS
 
@@ -119,6 +120,19 @@ gsize rpc_message_wire_size(const RpcMessage *m);
  * for the id at offset 8, have 3"; every error on a proper prefix of a valid
  * message starts with "truncated message". */
 RpcMessage *rpc_message_decode(const guint8 *data, gsize len, GError **error);
+
+/* Builds a message whose payload is `body` as core/codec.h encodes it, and
+ * its wire form, in one buffer (no payload copy): returns the message
+ * (transfer full; its payload is a slice of *wire) and sets *wire (transfer
+ * full).  The codec appends body's tensors to `tensors` (transfer none); the
+ * message references that array when it is not empty.  scratch (nullable):
+ * a buffer to build in, reused across calls (its content is overwritten;
+ * the wire is one exact-size copy of it).  NULL + error when body cannot be
+ * encoded, `tensors` then as it was. */
+struct RpcCodecHooks;
+RpcMessage *rpc_message_build(RpcMessageType type, gint64 id, const RpcValue *body,
+                              GPtrArray *tensors, const struct RpcCodecHooks *hooks,
+                              GByteArray *scratch, GBytes **wire, GError **error);
 /* The same over a GBytes: the payload shares wire's buffer (no copy). */
 RpcMessage *rpc_message_decode_bytes(GBytes *wire, GError **error);
 
