@@ -3,7 +3,9 @@
  * the payload shares, and the shared empty payload / tensor list. */
 #include <string.h>
 
+#include "core/codec.h"
 #include "core/error.h"
+#include "core/future.h"
 #include "core/message.h"
 #include "core/tensor.h"
 
@@ -96,6 +98,70 @@ test_empty_parts_are_shared(void)
     rpc_message_unref(b);
 }
 
+/* rpc_message_build gives the bytes rpc_codec_encode + rpc_message_new +
+ * rpc_message_encode give, with or without a scratch buffer (reused, and
+ * holding stale bytes), tensors or not; a body that cannot be encoded
+ * leaves the side list as it was. */
+static void
+test_build_matches_encode(void)
+{
+    GByteArray *scratch = g_byte_array_new();
+    g_byte_array_append(scratch, (const guint8 *)"stale bytes", 11);
+    for (guint round = 0; round < 4; round++) {
+        gboolean use_scratch = round % 2 == 1, with_tensor = round >= 2;
+        RpcValue *body = rpc_value_new_list();
+        rpc_value_list_append(body, rpc_value_new_string("my_function"));
+        rpc_value_list_append(body, rpc_value_new_int(-3));
+        if (with_tensor)
+            rpc_value_list_append(
+                body, rpc_value_new_tensor(rpc_tensor_new_scalar(RPC_DTYPE_FLOAT32, 1.5)));
+        GPtrArray *t1 = g_ptr_array_new_with_free_func((GDestroyNotify)rpc_tensor_unref);
+        GBytes *payload = rpc_codec_encode(body, t1, NULL, NULL);
+        RpcMessage *ref = rpc_message_new(RPC_MSG_PYTHON_CALL, 41, payload, t1);
+        GBytes *expect = rpc_message_encode(ref);
+
+        GPtrArray *t2 = g_ptr_array_new_with_free_func((GDestroyNotify)rpc_tensor_unref);
+        GBytes *wire = NULL;
+        GError *err = NULL;
+        RpcMessage *m = rpc_message_build(RPC_MSG_PYTHON_CALL, 41, body, t2, NULL,
+                                          use_scratch ? scratch : NULL, &wire, &err);
+        g_assert_no_error(err);
+        g_assert_true(g_bytes_equal(wire, expect));
+        g_assert_true(g_bytes_equal(rpc_message_payload(m), rpc_message_payload(ref)));
+        g_assert_cmpuint(rpc_message_tensors(m)->len, ==, with_tensor ? 1 : 0);
+        GBytes *again = rpc_message_encode(m);
+        g_assert_true(g_bytes_equal(again, expect));
+        gsize len;
+        const guint8 *data = rpc_message_payload_data(m, &len);
+        g_assert_cmpmem(data, len, g_bytes_get_data(payload, NULL), g_bytes_get_size(payload));
+        g_bytes_unref(again);
+        g_bytes_unref(wire);
+        rpc_message_unref(m);
+        g_ptr_array_unref(t2);
+        g_bytes_unref(expect);
+        rpc_message_unref(ref);
+        rpc_value_unref(body);
+    }
+    /* A body that cannot be encoded: NULL, the error, no tensor kept. */
+    RpcValue *bad = rpc_value_new_list();
+    rpc_value_list_append(bad, rpc_value_new_tensor(rpc_tensor_new_scalar(RPC_DTYPE_FLOAT32, 2)));
+    RpcFuture *f = rpc_future_new(NULL);
+    rpc_value_list_append(bad, rpc_value_new_future(f));
+    rpc_future_unref(f);
+    GPtrArray *t = g_ptr_array_new_with_free_func((GDestroyNotify)rpc_tensor_unref);
+    GBytes *wire = NULL;
+    GError *err = NULL;
+    g_assert_null(rpc_message_build(RPC_MSG_PYTHON_RET, 1, bad, t, NULL, scratch, &wire, &err));
+    g_assert_error(err, RPC_ERROR, RPC_ERROR_RUNTIME);
+    g_assert_cmpstr(err->message, ==, RPC_CODEC_MSG_PICKLE_FUTURE);
+    g_assert_null(wire);
+    g_assert_cmpuint(t->len, ==, 0);
+    g_clear_error(&err);
+    g_ptr_array_unref(t);
+    rpc_value_unref(bad);
+    g_byte_array_unref(scratch);
+}
+
 int
 main(int argc, char **argv)
 {
@@ -103,5 +169,6 @@ main(int argc, char **argv)
     g_test_add_func("/message/type-table", test_type_table);
     g_test_add_func("/message/decode-bytes-shares-payload", test_decode_bytes_shares_payload);
     g_test_add_func("/message/empty-parts-are-shared", test_empty_parts_are_shared);
+    g_test_add_func("/message/build-matches-encode", test_build_matches_encode);
     return g_test_run();
 }
