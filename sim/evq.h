@@ -31,7 +31,8 @@ struct SimEvent {
     gpointer data;
     GDestroyNotify destroy; /* called on data after fn runs, or when a cancelled event is reaped */
     gboolean cancelled;
-    SimEvent *next_free; /* free-list link, internal */
+    guint index;         /* position in the heap while queued, internal */
+    SimEvent *next_free; /* free-list / dead-chain link, internal */
 };
 
 typedef struct SimEvq SimEvq;

@@ -318,7 +318,6 @@ test_delay_for(void)
     sim_faults_free(f);
 }
 
-
 /* drop rules: validated, seeded per worker, only listed types draw. */
 static void
 test_drop(void)
