@@ -1,36 +1,49 @@
 /* evq.c — the simulator's event queue: an implicit d-ary min-heap of
- * (time, seq) keys, with cancel by marking and recycled event records.
+ * (time, seq) keys, with removal on cancel and recycled event records.
  *
  * Key invariant: heap[] holds every scheduled event that has been neither
- * popped nor reaped, each exactly once, and every parent's (time, seq) is
- * strictly less than its children's.  seq is unique per queue, so the order
- * is total and never depends on an address or on the heap's shape: equal
- * times pop in scheduling order.
+ * popped nor cancelled, each exactly once, at the index its record's index
+ * field names, and every parent's (time, seq) is strictly less than its
+ * children's.  seq is unique per queue, so the order is total and never
+ * depends on an address or on the heap's shape: equal times pop in
+ * scheduling order.
  *
  * Layout.  Each slot stores the key inline next to the record pointer, so a
- * sift compares keys without dereferencing records (a 24-byte slot; the
- * record is touched only at the top).  The arity is HEAP_ARITY, 4: half the
- * levels of a binary heap, and a node's four children sit in 96 contiguous
- * bytes.  Measured with bench/bench-evq.c (ns per pop + push, 2-core EPYC,
- * -O2, best of 3), binary vs 4-ary: 55 vs 63 at 1e3 pending, 134 vs 120 at
- * 1e5, 311 vs 233 at 1e6.  We give up ~8 ns on small queues for the large
- * ones, where a run with many workers spends its time.
+ * sift compares keys without dereferencing records (a 24-byte slot).  The
+ * arity is HEAP_ARITY, 4: half the levels of a binary heap, and a node's
+ * four children sit in 96 contiguous bytes (measured earlier, binary vs
+ * 4-ary without the index stores: 55 vs 63 ns at 1e3 pending, 134 vs 120 at
+ * 1e5, 311 vs 233 at 1e6).
  *
- * Where a record is, is encoded in its next_free field, so the public struct
- * needs no extra state:
- *   next_free == ev         queued (in heap[], live or cancelled)
+ * Cancel removes.  Every slot move also stores the slot's index in its
+ * record, so a cancel finds the event in O(1) and takes it out in
+ * O(log n): the heap holds only live events.  The RPC agent arms and
+ * cancels a 60 s timeout per call; with cancel-by-marking those dead events
+ * sank to the bottom, never reached the top, and kept a 2-worker ping-pong's
+ * heap hundreds deep (pop + push ~2,500 instructions per round trip; now
+ * ~900).  The price is a store into a record per level moved, which a large
+ * heap whose records are out of cache pays on every pop.  Measured with
+ * bench/bench-evq.c (the hold model: pop + push, no cancels; ns per event,
+ * 2-core EPYC, -O2, best of 3 in one session), marking vs removal: 63 vs 64
+ * at 1e3 pending, 124 vs 213 at 1e5, 322 vs 487 at 1e6.  We take that for
+ * cancel-heavy RPC workloads: bench-rpc's 1,000-worker random run went from
+ * 4.0e4-5.7e4 to 0.8e5-1.0e5 round trips/s (a shared, noisy machine) with
+ * this and the other sim/ changes of the same commit series.  (A
+ * side array of indexes by a dense record id would move those stores out of
+ * the records, closer to the marking figures; not done.)
+ *
+ * Where a record is, is encoded in its next_free field:
+ *   next_free == ev         queued (in heap[] at index)
  *   next_free == NULL       popped: owned by the caller until release
- *   anything else           on the free list (the last one points at
- *                           &free_list_end), or on a reap chain
+ *   anything else           on the free list or the dead chain (both end at
+ *                           &free_list_end; cancelled is TRUE on the latter)
  *
- * Counters: live = queued and not cancelled (sim_evq_len); dead = queued and
- * cancelled.  Cancelled events are reaped (destroy notifier, then recycled)
- * when they reach the top at pop/peek time, or all at once when they come to
- * outnumber the live ones (compaction, O(n), amortised over the >= n/2
- * cancels that caused it), so a workload that cancels most of its timers
- * (RPC timeouts) keeps the heap proportional to the live events.  Destroy
- * notifiers therefore run only inside pop, peek_time, release and free, and
- * always with the heap consistent, so they may push and cancel.
+ * Cancelled events wait on the dead chain, in cancel order, and are reaped
+ * (destroy notifier, then recycled) all at once by the next pop or
+ * peek_time, never inside the cancel.  Destroy notifiers therefore run only
+ * inside pop, peek_time, release and free, and always with the heap
+ * consistent, so they may push and cancel (a cancel from a notifier joins
+ * the chain being reaped).
  */
 #include "sim/evq.h"
 

@@ -583,7 +583,9 @@ schedule_drain(SimNet *net, gint worker)
 static void
 arrive(SimNet *net, gint from, gint to, GBytes *wire, gint64 id)
 {
-    HoldQueue *hq = g_hash_table_lookup(net->holds, GINT_TO_POINTER(to));
+    HoldQueue *hq = g_hash_table_size(net->holds) == 0
+                        ? NULL
+                        : g_hash_table_lookup(net->holds, GINT_TO_POINTER(to));
     gboolean queued = hq != NULL && !g_queue_is_empty(&hq->q);
 
     if (queued || (net->paused[to] && !net->down[to])) {

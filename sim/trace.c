@@ -213,6 +213,36 @@ sim_trace_format(const SimTraceRecord *rec)
     return g_string_free(s, FALSE);
 }
 
+/* The text outputs and sinks: kept out of sim_trace_emit, whose fold is
+ * the hot path, so that it stays small. */
+static G_GNUC_NO_INLINE void
+deliver(SimTrace *t, const SimTraceRecord *rec)
+{
+    t->emitting = TRUE;
+    if (t->lines != NULL || t->out != NULL) {
+        if (t->scratch == NULL)
+            t->scratch = g_string_sized_new(128);
+        g_string_truncate(t->scratch, 0);
+        format_into(t->scratch, rec);
+        if (t->lines != NULL)
+            g_ptr_array_add(t->lines, g_strndup(t->scratch->str, t->scratch->len));
+        if (t->out != NULL) {
+            /* Write errors are the FILE's (ferror); the trace cannot report
+             * them from here and the fingerprint does not depend on them. */
+            g_string_append_c(t->scratch, '\n');
+            fwrite(t->scratch->str, 1, t->scratch->len, t->out);
+        }
+    }
+    /* Snapshot the length: a sink added from inside a sink starts with the
+     * next record. */
+    const guint n = t->sinks->len;
+    for (guint i = 0; i < n; i++) {
+        const Sink *s = &g_array_index(t->sinks, Sink, i);
+        s->fn(rec, s->data);
+    }
+    t->emitting = FALSE;
+}
+
 void
 sim_trace_emit(SimTrace *t, SimTime time, gint worker, guint thread, const SimTraceKind *kind,
                gint64 a, gint64 b, gint64 c, const char *detail)
@@ -232,7 +262,7 @@ sim_trace_emit(SimTrace *t, SimTime time, gint worker, guint thread, const SimTr
     t->fold = h;
     t->count++;
 
-    if (t->lines == NULL && t->out == NULL && t->sinks->len == 0)
+    if (G_LIKELY(t->lines == NULL && t->out == NULL && t->sinks->len == 0))
         return;
 
     const SimTraceRecord rec = {
@@ -245,29 +275,7 @@ sim_trace_emit(SimTrace *t, SimTime time, gint worker, guint thread, const SimTr
         .c = c,
         .detail = detail,
     };
-    t->emitting = TRUE;
-    if (t->lines != NULL || t->out != NULL) {
-        if (t->scratch == NULL)
-            t->scratch = g_string_sized_new(128);
-        g_string_truncate(t->scratch, 0);
-        format_into(t->scratch, &rec);
-        if (t->lines != NULL)
-            g_ptr_array_add(t->lines, g_strndup(t->scratch->str, t->scratch->len));
-        if (t->out != NULL) {
-            /* Write errors are the FILE's (ferror); the trace cannot report
-             * them from here and the fingerprint does not depend on them. */
-            g_string_append_c(t->scratch, '\n');
-            fwrite(t->scratch->str, 1, t->scratch->len, t->out);
-        }
-    }
-    /* Snapshot the length: a sink added from inside a sink starts with the
-     * next record. */
-    const guint n = t->sinks->len;
-    for (guint i = 0; i < n; i++) {
-        const Sink *s = &g_array_index(t->sinks, Sink, i);
-        s->fn(&rec, s->data);
-    }
-    t->emitting = FALSE;
+    deliver(t, &rec);
 }
 
 guint64

@@ -55,9 +55,10 @@ struct SimThread {
     SimCoro *coro;
     RpcFuture *waiting_on; /* BLOCKED: what for (a reference; see block_on) */
     SimTime blocked_since;
-    Waiter *waiter;      /* BLOCKED: the armed waiter */
-    Waiter *spare;       /* a waiter no callback refers to any more, for reuse */
-    SimEvent *resume_ev; /* WAKING: the pending resume event */
+    Waiter *waiter;       /* BLOCKED: the armed waiter */
+    Waiter *spare;        /* a waiter no callback refers to any more, for reuse */
+    SimEvent *resume_ev;  /* WAKING: the pending resume event */
+    SimThread *next_idle; /* IDLE: the next parked thread */
 };
 
 struct SimThreadPool {
@@ -65,7 +66,7 @@ struct SimThreadPool {
     gint worker;
     guint max_threads;
     GPtrArray *threads; /* SimThread*, by id - 1 (owned) */
-    GPtrArray *idle;    /* parked threads, used as a stack */
+    SimThread *idle;    /* parked threads, a stack through next_idle */
     TaskQueue tasks;    /* FIFO */
     guint busy;         /* WAKING + RUNNING + BLOCKED threads */
     guint busy_high_water;
@@ -133,7 +134,6 @@ sim_pool_new(SimKernel *k, gint worker, guint max_threads)
     pool->worker = worker;
     pool->max_threads = max_threads;
     pool->threads = g_ptr_array_new();
-    pool->idle = g_ptr_array_new();
     pool->held = g_ptr_array_new();
     g_ptr_array_add(k->pools, pool);
     return pool;
@@ -146,9 +146,11 @@ resume(SimThread *t)
     SimKernel *k = t->pool->k;
     g_assert(k->current == NULL);
     k->current = t;
+    k->current_id = t->id;
     t->state = T_RUNNING;
     sim_coro_switch(k->main_coro, t->coro);
     k->current = NULL;
+    k->current_id = 0;
 }
 
 static void
@@ -225,7 +227,6 @@ sim_pool_free(SimThreadPool *pool)
     }
     g_free(pool->tasks.buf);
     g_ptr_array_unref(pool->threads);
-    g_ptr_array_unref(pool->idle);
     g_ptr_array_unref(pool->held);
     g_ptr_array_remove(k->pools, pool);
     g_free(pool);
@@ -273,8 +274,10 @@ sim_pool_spawn(SimThreadPool *pool, RpcTaskFunc fn, gpointer data, GDestroyNotif
      * create one more only if the queue outnumbers them. */
     if (pool->tasks.len <= pool->starting)
         return;
-    if (pool->idle->len > 0) {
-        SimThread *t = g_ptr_array_steal_index(pool->idle, pool->idle->len - 1);
+    if (pool->idle != NULL) {
+        SimThread *t = pool->idle;
+        pool->idle = t->next_idle;
+        t->next_idle = NULL;
         wake(t);
     } else if (pool->threads->len < pool->max_threads) {
         SimThread *t = g_new0(SimThread, 1);
@@ -303,7 +306,8 @@ thread_main(gpointer arg)
             /* Park until spawn() wakes us. */
             t->state = T_IDLE;
             pool->busy--;
-            g_ptr_array_add(pool->idle, t);
+            t->next_idle = pool->idle;
+            pool->idle = t;
             sim_coro_switch(t->coro, pool->k->main_coro);
             if (!pool->closing)
                 pool->starting--; /* woken by spawn() */
