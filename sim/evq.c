@@ -1,36 +1,49 @@
 /* evq.c — the simulator's event queue: an implicit d-ary min-heap of
- * (time, seq) keys, with cancel by marking and recycled event records.
+ * (time, seq) keys, with removal on cancel and recycled event records.
  *
  * Key invariant: heap[] holds every scheduled event that has been neither
- * popped nor reaped, each exactly once, and every parent's (time, seq) is
- * strictly less than its children's.  seq is unique per queue, so the order
- * is total and never depends on an address or on the heap's shape: equal
- * times pop in scheduling order.
+ * popped nor cancelled, each exactly once, at the index its record's index
+ * field names, and every parent's (time, seq) is strictly less than its
+ * children's.  seq is unique per queue, so the order is total and never
+ * depends on an address or on the heap's shape: equal times pop in
+ * scheduling order.
  *
  * Layout.  Each slot stores the key inline next to the record pointer, so a
- * sift compares keys without dereferencing records (a 24-byte slot; the
- * record is touched only at the top).  The arity is HEAP_ARITY, 4: half the
- * levels of a binary heap, and a node's four children sit in 96 contiguous
- * bytes.  Measured with bench/bench-evq.c (ns per pop + push, 2-core EPYC,
- * -O2, best of 3), binary vs 4-ary: 55 vs 63 at 1e3 pending, 134 vs 120 at
- * 1e5, 311 vs 233 at 1e6.  We give up ~8 ns on small queues for the large
- * ones, where a run with many workers spends its time.
+ * sift compares keys without dereferencing records (a 24-byte slot).  The
+ * arity is HEAP_ARITY, 4: half the levels of a binary heap, and a node's
+ * four children sit in 96 contiguous bytes (measured earlier, binary vs
+ * 4-ary without the index stores: 55 vs 63 ns at 1e3 pending, 134 vs 120 at
+ * 1e5, 311 vs 233 at 1e6).
  *
- * Where a record is, is encoded in its next_free field, so the public struct
- * needs no extra state:
- *   next_free == ev         queued (in heap[], live or cancelled)
+ * Cancel removes.  Every slot move also stores the slot's index in its
+ * record, so a cancel finds the event in O(1) and takes it out in
+ * O(log n): the heap holds only live events.  The RPC agent arms and
+ * cancels a 60 s timeout per call; with cancel-by-marking those dead events
+ * sank to the bottom, never reached the top, and kept a 2-worker ping-pong's
+ * heap hundreds deep (pop + push ~2,500 instructions per round trip; now
+ * ~900).  The price is a store into a record per level moved, which a large
+ * heap whose records are out of cache pays on every pop.  Measured with
+ * bench/bench-evq.c (the hold model: pop + push, no cancels; ns per event,
+ * 2-core EPYC, -O2, best of 3 in one session), marking vs removal: 63 vs 64
+ * at 1e3 pending, 124 vs 213 at 1e5, 322 vs 487 at 1e6.  We take that for
+ * cancel-heavy RPC workloads: bench-rpc's 1,000-worker random run went from
+ * 4.0e4-5.7e4 to 0.8e5-1.0e5 round trips/s (a shared, noisy machine) with
+ * this and the other sim/ changes of the same commit series.  (A
+ * side array of indexes by a dense record id would move those stores out of
+ * the records, closer to the marking figures; not done.)
+ *
+ * Where a record is, is encoded in its next_free field:
+ *   next_free == ev         queued (in heap[] at index)
  *   next_free == NULL       popped: owned by the caller until release
- *   anything else           on the free list (the last one points at
- *                           &free_list_end), or on a reap chain
+ *   anything else           on the free list or the dead chain (both end at
+ *                           &free_list_end; cancelled is TRUE on the latter)
  *
- * Counters: live = queued and not cancelled (sim_evq_len); dead = queued and
- * cancelled.  Cancelled events are reaped (destroy notifier, then recycled)
- * when they reach the top at pop/peek time, or all at once when they come to
- * outnumber the live ones (compaction, O(n), amortised over the >= n/2
- * cancels that caused it), so a workload that cancels most of its timers
- * (RPC timeouts) keeps the heap proportional to the live events.  Destroy
- * notifiers therefore run only inside pop, peek_time, release and free, and
- * always with the heap consistent, so they may push and cancel.
+ * Cancelled events wait on the dead chain, in cancel order, and are reaped
+ * (destroy notifier, then recycled) all at once by the next pop or
+ * peek_time, never inside the cancel.  Destroy notifiers therefore run only
+ * inside pop, peek_time, release and free, and always with the heap
+ * consistent, so they may push and cancel (a cancel from a notifier joins
+ * the chain being reaped).
  */
 #include "sim/evq.h"
 
@@ -38,7 +51,6 @@
 #define HEAP_ARITY 4 /* -DHEAP_ARITY=2 builds the binary heap, to re-measure */
 #endif
 #define HEAP_MIN_CAP 64
-#define COMPACT_MIN  256 /* fewer dead events than this: reaping at the top is enough */
 /* From this many slots (192 KiB) the lower levels fall out of L2, and the
  * walk down prefetches grandchildren; below it the prefetches only cost. */
 #define PREFETCH_MIN_SLOTS 8192
@@ -56,18 +68,19 @@ typedef struct Slot {
 } Slot;
 
 struct SimEvq {
-    Slot *heap; /* (owned) heap[0 .. n), capacity cap */
+    Slot *heap; /* (owned) heap[0 .. n): the live events, capacity cap */
     guint n;
     guint cap;
-    guint live; /* queued, not cancelled */
-    guint dead; /* queued, cancelled, not yet reaped */
+    guint dead; /* cancelled, not yet reaped (on the dead chain) */
     guint64 next_seq;
     guint64 scheduled;
     SimEvent *free_list; /* (owned) chain through next_free, ends at &free_list_end */
+    SimEvent *dead_head; /* (owned) cancelled events in cancel order, ends at &free_list_end */
+    SimEvent *dead_tail; /* last of the dead chain, NULL when it is empty */
     gboolean freeing;    /* inside sim_evq_free(): no new events */
 };
 
-/* Terminates the free list and reap chains; never dereferenced.  A distinct
+/* Terminates the free list and the dead chain; never dereferenced.  A distinct
  * object so that NULL keeps meaning "popped". */
 static SimEvent free_list_end;
 
@@ -98,6 +111,14 @@ slot_less(const Slot *a, const Slot *b)
 }
 #endif
 
+/* Stores s at heap[i] and tells its record where it is. */
+static inline void
+place(Slot *heap, guint i, Slot s)
+{
+    heap[i] = s;
+    s.ev->index = i;
+}
+
 /* Moves the hole at i up until s fits, then stores s there. */
 static inline void
 sift_up(Slot *heap, guint i, Slot s)
@@ -106,10 +127,10 @@ sift_up(Slot *heap, guint i, Slot s)
         guint parent = (i - 1) / HEAP_ARITY;
         if (!slot_less(&s, &heap[parent]))
             break;
-        heap[i] = heap[parent];
+        place(heap, i, heap[parent]);
         i = parent;
     }
-    heap[i] = s;
+    place(heap, i, s);
 }
 
 /* Index of the least of the children first .. min(first + HEAP_ARITY, n). */
@@ -135,19 +156,10 @@ sift_down(Slot *heap, guint n, guint i, Slot s)
         guint best = least_child(heap, n, first);
         if (!slot_less(&heap[best], &s))
             break;
-        heap[i] = heap[best];
+        place(heap, i, heap[best]);
         i = best;
     }
-    heap[i] = s;
-}
-
-static void
-heapify(Slot *heap, guint n)
-{
-    if (n < 2)
-        return;
-    for (guint i = (n - 2) / HEAP_ARITY + 1; i-- > 0;)
-        sift_down(heap, n, i, heap[i]);
+    place(heap, i, s);
 }
 
 /* Removes heap[0]; the caller has read it.  This is the hot path (~90% of a
@@ -182,10 +194,27 @@ remove_top(SimEvq *q)
         guint best = least_child(heap, n, first);
         if (i == 0)
             PREFETCH(heap[best].ev);
-        heap[i] = heap[best];
+        place(heap, i, heap[best]);
         i = best;
     }
     sift_up(heap, i, heap[n]);
+}
+
+/* Removes heap[i] (a cancelled event): the last slot takes its place and
+ * moves up or down from there. */
+static void
+remove_at(SimEvq *q, guint i)
+{
+    Slot *heap = q->heap;
+    guint n = --q->n;
+
+    if (i == n)
+        return;
+    Slot last = heap[n];
+    if (i > 0 && slot_less(&last, &heap[(i - 1) / HEAP_ARITY]))
+        sift_up(heap, i, last);
+    else
+        sift_down(heap, n, i, last);
 }
 
 static inline void
@@ -212,47 +241,16 @@ reap(SimEvq *q, SimEvent *ev)
         destroy(data);
 }
 
-/* Drops every cancelled slot, re-heapifies, then reaps the dropped records. */
-static void
-compact(SimEvq *q)
+/* Reaps the cancelled events, in the order they were cancelled.  A notifier
+ * may cancel more: they join the tail and are reaped in this same call. */
+static inline void
+reap_dead(SimEvq *q)
 {
-    SimEvent *chain = &free_list_end;
-    guint kept = 0;
-
-    for (guint i = 0; i < q->n; i++) {
-        SimEvent *ev = q->heap[i].ev;
-        if (ev->cancelled) {
-            ev->next_free = chain;
-            chain = ev;
-        } else {
-            q->heap[kept++] = q->heap[i];
-        }
-    }
-    g_assert(q->n - kept == q->dead);
-    q->n = kept;
-    q->dead = 0;
-    heapify(q->heap, q->n);
-
-    while (chain != &free_list_end) {
-        SimEvent *next = chain->next_free;
-        reap(q, chain);
-        chain = next;
-    }
-}
-
-/* Leaves a live event (or nothing) at the top. */
-static void
-reap_top(SimEvq *q)
-{
-    if (q->dead == 0)
-        return;
-    /* No early return after compacting: the notifiers it ran may have
-     * cancelled events, the new top among them. */
-    if (q->dead >= COMPACT_MIN && q->dead > q->live)
-        compact(q);
-    while (q->n > 0 && q->heap[0].ev->cancelled) {
-        SimEvent *ev = q->heap[0].ev;
-        remove_top(q);
+    while (q->dead_head != &free_list_end) {
+        SimEvent *ev = q->dead_head;
+        q->dead_head = ev->next_free;
+        if (q->dead_head == &free_list_end)
+            q->dead_tail = NULL;
         q->dead--;
         reap(q, ev);
     }
@@ -266,7 +264,29 @@ sim_evq_new(void)
     q->cap = HEAP_MIN_CAP;
     q->heap = g_new(Slot, q->cap);
     q->free_list = &free_list_end;
+    q->dead_head = &free_list_end;
     return q;
+}
+
+/* sim_evq_free: runs ev's notifier once (cleared first). */
+static void
+destroy_at_free(SimEvent *ev)
+{
+    GDestroyNotify destroy = ev->destroy;
+    if (destroy != NULL) {
+        ev->destroy = NULL;
+        destroy(ev->data);
+    }
+}
+
+static void
+free_chain(SimEvent *ev)
+{
+    while (ev != &free_list_end) {
+        SimEvent *next = ev->next_free;
+        g_free(ev);
+        ev = next;
+    }
 }
 
 void
@@ -277,23 +297,17 @@ sim_evq_free(SimEvq *q)
     /* Notifiers first, records after: a notifier may cancel another pending
      * event of this queue (a no-op on bookkeeping we are about to drop), so
      * no record may be freed while one can still run.  Each notifier is
-     * cleared before it is called, so it runs exactly once. */
+     * cleared before it is called, so it runs exactly once.  Cancelled
+     * events first (in cancel order), then the live ones in heap order. */
     q->freeing = TRUE;
-    for (guint i = 0; i < q->n; i++) {
-        SimEvent *ev = q->heap[i].ev;
-        GDestroyNotify destroy = ev->destroy;
-        if (destroy != NULL) {
-            ev->destroy = NULL;
-            destroy(ev->data);
-        }
-    }
+    for (SimEvent *ev = q->dead_head; ev != &free_list_end; ev = ev->next_free)
+        destroy_at_free(ev);
+    for (guint i = 0; i < q->n; i++)
+        destroy_at_free(q->heap[i].ev);
     for (guint i = 0; i < q->n; i++)
         g_free(q->heap[i].ev);
-    while (q->free_list != &free_list_end) {
-        SimEvent *next = q->free_list->next_free;
-        g_free(q->free_list);
-        q->free_list = next;
-    }
+    free_chain(q->dead_head);
+    free_chain(q->free_list);
     g_free(q->heap);
     g_free(q);
 }
@@ -328,7 +342,6 @@ sim_evq_push(SimEvq *q, SimTime t, SimEventFunc fn, gpointer data, GDestroyNotif
     }
     sift_up(q->heap, q->n, (Slot){.time = t, .seq = ev->seq, .ev = ev});
     q->n++;
-    q->live++;
     q->scheduled++;
     return ev;
 }
@@ -347,8 +360,15 @@ sim_evq_cancel(SimEvq *q, SimEvent *ev)
     if (q->freeing)
         return;
 
+    g_assert(ev->index < q->n && q->heap[ev->index].ev == ev);
+    remove_at(q, ev->index);
     ev->cancelled = TRUE;
-    q->live--;
+    ev->next_free = &free_list_end;
+    if (q->dead_tail != NULL)
+        q->dead_tail->next_free = ev;
+    else
+        q->dead_head = ev;
+    q->dead_tail = ev;
     q->dead++;
 }
 
@@ -360,13 +380,11 @@ sim_evq_pop(SimEvq *q)
     g_return_val_if_fail(q != NULL, NULL);
     g_return_val_if_fail(!q->freeing, NULL);
 
-    reap_top(q);
+    reap_dead(q);
     if (q->n == 0)
         return NULL;
     ev = q->heap[0].ev;
-    g_assert(q->dead == 0 || !ev->cancelled); /* no dereference when nothing is dead */
     remove_top(q);
-    q->live--;
     ev->next_free = NULL;
     return ev;
 }
@@ -377,7 +395,7 @@ sim_evq_peek_time(SimEvq *q)
     g_return_val_if_fail(q != NULL, SIM_TIME_NEVER);
     g_return_val_if_fail(!q->freeing, SIM_TIME_NEVER);
 
-    reap_top(q);
+    reap_dead(q);
     return q->n > 0 ? q->heap[0].time : SIM_TIME_NEVER;
 }
 
@@ -396,7 +414,7 @@ sim_evq_len(const SimEvq *q)
 {
     g_return_val_if_fail(q != NULL, 0);
 
-    return q->live;
+    return q->n;
 }
 
 guint64

@@ -6,11 +6,12 @@
  * the key next to the event pointer so sift operations touch one cache line
  * per level.
  *
- * Cancel is by marking: a cancelled event stays in the heap and is skipped
- * (and freed) when it reaches the top.  An event is owned by the queue from
- * schedule until it is popped; the popper then owns it and must pass it to
- * sim_evq_release() after running it.  Event records are recycled through a
- * free list, so steady-state scheduling does not call malloc.
+ * Cancel removes the event from the heap at once (O(log n)); its destroy
+ * notifier runs at the next pop or peek_time.  An event is owned by the
+ * queue from schedule until it is popped; the popper then owns it and must
+ * pass it to sim_evq_release() after running it.  Event records are
+ * recycled through a free list, so steady-state scheduling does not call
+ * malloc.
  */
 #ifndef SIM_EVQ_H
 #define SIM_EVQ_H
@@ -31,7 +32,8 @@ struct SimEvent {
     gpointer data;
     GDestroyNotify destroy; /* called on data after fn runs, or when a cancelled event is reaped */
     gboolean cancelled;
-    SimEvent *next_free; /* free-list link, internal */
+    guint index;         /* position in the heap while queued, internal */
+    SimEvent *next_free; /* free-list / dead-chain link, internal */
 };
 
 typedef struct SimEvq SimEvq;
@@ -50,9 +52,10 @@ void sim_evq_free(SimEvq *q);
  * push order. */
 SimEvent *sim_evq_push(SimEvq *q, SimTime t, SimEventFunc fn, gpointer data,
                        GDestroyNotify destroy);
-/* Marks ev cancelled; it will never be returned by pop.  Its destroy
- * notifier runs later, when the event is reaped inside pop/peek_time (or at
- * sim_evq_free), never inside this call.
+/* Cancels ev: it leaves the heap now and will never be returned by pop.
+ * Its destroy notifier runs later, when the next pop/peek_time reaps every
+ * cancelled event in cancel order (or at sim_evq_free), never inside this
+ * call.
  * Cancelling an already-cancelled event is a no-op; a cancelled handle stays
  * valid for that only until the next pop/peek_time, which may reap it.
  * Cancelling an event that has been popped but not yet released (typically
@@ -62,7 +65,7 @@ SimEvent *sim_evq_push(SimEvq *q, SimTime t, SimEventFunc fn, gpointer data,
 void sim_evq_cancel(SimEvq *q, SimEvent *ev);
 
 /* The earliest live event, removed from the queue (transfer full), or NULL
- * when no live event remains.  Cancelled events at the top are reaped. */
+ * when no live event remains.  Cancelled events are reaped first. */
 SimEvent *sim_evq_pop(SimEvq *q);
 /* Time of the earliest live event, or SIM_TIME_NEVER. */
 SimTime sim_evq_peek_time(SimEvq *q);

@@ -1,45 +1,91 @@
 /* executor.c — RpcExecutor over the kernel (see executor.h).
  *
- * Timer ids are the executor's own counter (1, 2, …), never addresses; the
- * id → timer table is only looked up, never iterated in an observable way
- * (teardown cancels in id order).
+ * Timers.  Each timer record is bound for good to a slot of the executor's
+ * slot array; a record whose event has been released goes on a free list
+ * and its slot is reused.  A timer id is (n << SLOT_BITS) | slot, where n is
+ * the executor's own call counter (1, 2, …): ids grow with every call, are
+ * never addresses, and a cancel finds its record by indexing the slot and
+ * comparing the id, so a stale id (fired, cancelled, or its slot reused)
+ * matches nothing.  Nothing walks the slots in an observable way except
+ * teardown, which cancels the pending timers in id order.
+ *
+ * A record lives until the kernel releases its event (after the callback,
+ * or when it reaps the cancelled event), because the event holds it; only
+ * then may the slot be reused.  When the executor is freed first, its
+ * records are detached (ex = NULL) and the event's destroy notifier frees
+ * them instead of recycling them.
  */
 #include "sim/executor.h"
 
 #include "sim/kernel-private.h"
+
+#define SLOT_BITS 24 /* at most 2^24 timers of one executor alive at once */
+#define SLOT_MASK ((G_GUINT64_CONSTANT(1) << SLOT_BITS) - 1)
+
+typedef enum {
+    TIMER_FREE,  /* on the free list: the slot may be reused */
+    TIMER_ARMED, /* scheduled, not fired, not cancelled */
+    TIMER_SPENT, /* firing, fired or cancelled; its event not yet released */
+} TimerState;
+
+typedef struct Timer Timer;
+struct Timer {
+    SimExecutor *ex; /* NULL once detached by sim_executor_free */
+    guint64 id;
+    guint slot;
+    TimerState state;
+    SimEvent *ev;
+    RpcTaskFunc fn;
+    gpointer data;
+    GDestroyNotify destroy;
+    Timer *next_free;
+};
 
 struct SimExecutor {
     RpcExecutor base; /* first: RpcExecutor* casts to SimExecutor* */
     SimKernel *k;
     SimThreadPool *pool;
     gint worker;
-    guint64 next_timer;
-    GHashTable *timers; /* guint64 id → Timer* */
+    guint64 calls;    /* call_after calls so far: the high part of ids */
+    GPtrArray *slots; /* Timer*, by slot (owned while attached) */
+    Timer *free;      /* records whose slot may be reused */
+    guint armed;      /* TIMER_ARMED records */
 };
 
-typedef struct {
-    SimExecutor *ex;
-    guint64 id;
-    SimEvent *ev;
-    RpcTaskFunc fn;
-    gpointer data;
-    GDestroyNotify destroy;
-} Timer;
-
+/* The event's destroy notifier: after the callback ran, when the cancelled
+ * event is reaped, or when the kernel frees its queue. */
 static void
 timer_free(gpointer p)
 {
     Timer *t = p;
-    if (t->destroy)
-        t->destroy(t->data);
-    g_free(t);
+    GDestroyNotify destroy = t->destroy;
+    gpointer data = t->data;
+    SimExecutor *ex = t->ex;
+
+    if (ex != NULL) {
+        g_assert(t->state == TIMER_SPENT);
+        t->state = TIMER_FREE;
+        t->fn = NULL;
+        t->data = NULL;
+        t->destroy = NULL;
+        t->ev = NULL;
+        t->next_free = ex->free;
+        ex->free = t;
+    } else {
+        g_free(t);
+    }
+    /* Last: the notifier may free the executor, which no longer needs t. */
+    if (destroy)
+        destroy(data);
 }
 
 static void
 timer_fire(gpointer p)
 {
     Timer *t = p;
-    g_hash_table_remove(t->ex->timers, &t->id);
+    g_assert(t->ex != NULL && t->state == TIMER_ARMED); /* detached timers were cancelled */
+    t->state = TIMER_SPENT;
+    t->ex->armed--;
     t->fn(t->data);
 }
 
@@ -54,14 +100,24 @@ ex_call_after(RpcExecutor *base, RpcTime delay, RpcTaskFunc fn, gpointer data,
               GDestroyNotify destroy)
 {
     SimExecutor *ex = (SimExecutor *)base;
-    Timer *t = g_new(Timer, 1);
-    t->ex = ex;
-    t->id = ++ex->next_timer;
+    Timer *t = ex->free;
+    if (t != NULL) {
+        ex->free = t->next_free;
+        t->next_free = NULL;
+    } else {
+        g_assert(ex->slots->len <= SLOT_MASK);
+        t = g_new0(Timer, 1);
+        t->ex = ex;
+        t->slot = ex->slots->len;
+        g_ptr_array_add(ex->slots, t);
+    }
+    t->id = ++ex->calls << SLOT_BITS | t->slot;
+    t->state = TIMER_ARMED;
     t->fn = fn;
     t->data = data;
     t->destroy = destroy;
+    ex->armed++;
     t->ev = sim_kernel_after(ex->k, delay < 0 ? 0 : delay, timer_fire, t, timer_free);
-    g_hash_table_insert(ex->timers, &t->id, t);
     return t->id;
 }
 
@@ -69,11 +125,15 @@ static gboolean
 ex_cancel(RpcExecutor *base, guint64 id)
 {
     SimExecutor *ex = (SimExecutor *)base;
-    Timer *t = g_hash_table_lookup(ex->timers, &id);
-    if (t == NULL)
+    guint64 slot = id & SLOT_MASK;
+    if (slot >= ex->slots->len)
         return FALSE;
-    g_hash_table_remove(ex->timers, &id);
-    sim_kernel_cancel(ex->k, t->ev); /* the queue frees t when it reaps the event */
+    Timer *t = g_ptr_array_index(ex->slots, slot);
+    if (t->id != id || t->state != TIMER_ARMED)
+        return FALSE;
+    t->state = TIMER_SPENT;
+    ex->armed--;
+    sim_kernel_cancel(ex->k, t->ev); /* the queue releases t when it reaps the event */
     return TRUE;
 }
 
@@ -125,14 +185,14 @@ sim_executor_new(SimKernel *k, SimThreadPool *pool, gint worker)
     ex->k = k;
     ex->pool = pool;
     ex->worker = worker;
-    ex->timers = g_hash_table_new(g_int64_hash, g_int64_equal);
+    ex->slots = g_ptr_array_new();
     return ex;
 }
 
 static gint
 cmp_timer_id(gconstpointer a, gconstpointer b)
 {
-    guint64 x = ((const Timer *)a)->id, y = ((const Timer *)b)->id;
+    guint64 x = (*(Timer *const *)a)->id, y = (*(Timer *const *)b)->id;
     return (x > y) - (x < y);
 }
 
@@ -141,11 +201,26 @@ sim_executor_free(SimExecutor *ex)
 {
     if (ex == NULL)
         return;
-    GList *timers = g_list_sort(g_hash_table_get_values(ex->timers), cmp_timer_id);
-    for (GList *l = timers; l != NULL; l = l->next)
-        ex_cancel(&ex->base, ((Timer *)l->data)->id);
-    g_list_free(timers);
-    g_hash_table_unref(ex->timers);
+    /* Cancel what is pending, in id order. */
+    GPtrArray *armed = g_ptr_array_new();
+    for (guint i = 0; i < ex->slots->len; i++) {
+        Timer *t = g_ptr_array_index(ex->slots, i);
+        if (t->state == TIMER_ARMED)
+            g_ptr_array_add(armed, t);
+    }
+    g_ptr_array_sort(armed, cmp_timer_id);
+    for (guint i = 0; i < armed->len; i++)
+        ex_cancel(&ex->base, ((Timer *)g_ptr_array_index(armed, i))->id);
+    g_ptr_array_unref(armed);
+    /* Records still held by an event are freed by its destroy notifier. */
+    for (guint i = 0; i < ex->slots->len; i++) {
+        Timer *t = g_ptr_array_index(ex->slots, i);
+        if (t->state == TIMER_FREE)
+            g_free(t);
+        else
+            t->ex = NULL;
+    }
+    g_ptr_array_unref(ex->slots);
     g_free(ex);
 }
 
@@ -158,5 +233,5 @@ sim_executor_base(SimExecutor *ex)
 guint
 sim_executor_pending_timers(const SimExecutor *ex)
 {
-    return g_hash_table_size(ex->timers);
+    return ex->armed;
 }

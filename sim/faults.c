@@ -79,7 +79,26 @@ struct SimFaults {
     double drop[N_LISTABLE]; /* loss probability per listed type */
     SimRng rng;              /* the sender's "faults" stream */
     guint64 fired_drops;
+    gboolean active; /* some type is listed (fail, delay or drop > 0): see update_active */
 };
+
+/* Recomputed by every function that changes the rules, so that a send
+ * through a SimFaults with no rules costs one test (sim_faults_active). */
+static void
+update_active(SimFaults *f)
+{
+    gboolean any = FALSE;
+    for (gsize i = 0; i < N_LISTABLE; i++)
+        any = any || f->fail[i] || f->has_delay[i] || f->drop[i] > 0.0;
+    f->active = any;
+}
+
+gboolean
+sim_faults_active(const SimFaults *f)
+{
+    g_return_val_if_fail(f != NULL, FALSE);
+    return f->active;
+}
 
 /* Index of t in listable, or -1. */
 static int
@@ -123,6 +142,7 @@ sim_faults_add_drop(SimFaults *f, const char *type_name, double p, GError **erro
     if (i < 0)
         return FALSE;
     f->drop[i] = p;
+    update_active(f);
     return TRUE;
 }
 
@@ -173,6 +193,7 @@ sim_faults_add_fail(SimFaults *f, const char *type_name, GError **error)
     if (i < 0)
         return FALSE;
     f->fail[i] = TRUE; /* listing a type twice is the same as once */
+    update_active(f);
     return TRUE;
 }
 
@@ -206,6 +227,7 @@ sim_faults_add_delay(SimFaults *f, const char *type_name, SimTime delay, GError 
     }
     f->has_delay[i] = TRUE; /* a second delay for a type replaces the first */
     f->delay[i] = delay;
+    update_active(f);
     return TRUE;
 }
 
@@ -215,6 +237,7 @@ sim_faults_clear_fail_types(SimFaults *f)
     g_return_if_fail(f != NULL);
     for (gsize i = 0; i < N_LISTABLE; i++)
         f->fail[i] = FALSE;
+    update_active(f);
 }
 
 void
@@ -225,6 +248,7 @@ sim_faults_clear_delay_types(SimFaults *f)
         f->has_delay[i] = FALSE;
         f->delay[i] = 0;
     }
+    update_active(f);
 }
 
 void

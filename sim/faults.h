@@ -73,6 +73,12 @@ gboolean sim_faults_check_send(SimFaults *f, RpcMessageType type, GBytes *payloa
 /* The delay for this type (0 if none); counts a fired delay when > 0. */
 SimTime sim_faults_delay_for(SimFaults *f, RpcMessageType type);
 
+/* FALSE when no rule is configured (no type listed for fail or delay, no
+ * drop probability above 0): check_send, should_drop and delay_for would
+ * then return FALSE, FALSE and 0 without counting or drawing, so a sender
+ * may skip them (and building their arguments). */
+gboolean sim_faults_active(const SimFaults *f);
+
 guint64 sim_faults_fired_fails(const SimFaults *f);
 guint64 sim_faults_fired_delays(const SimFaults *f);
 

@@ -15,6 +15,7 @@ struct SimKernel {
     gboolean stop;
     SimCoro *main_coro; /* the OS thread's own context */
     SimThread *current; /* running virtual thread, NULL in the scheduler */
+    guint current_id;   /* its sim_thread_id(), 0 in the scheduler (for trace stamps) */
     GPtrArray *pools;   /* SimThreadPool*, in creation order (not owned) */
     guint blocked;      /* threads blocked right now, all pools */
 };

@@ -193,6 +193,5 @@ void
 sim_kernel_trace_emit(SimKernel *k, gint worker, const SimTraceKind *kind, gint64 a, gint64 b,
                       gint64 c, const char *detail)
 {
-    guint thread = k->current ? sim_thread_id(k->current) : 0;
-    sim_trace_emit(k->trace, k->now, worker, thread, kind, a, b, c, detail);
+    sim_trace_emit(k->trace, k->now, worker, k->current_id, kind, a, b, c, detail);
 }

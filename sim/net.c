@@ -1,9 +1,11 @@
 /* net.c — the simulated network (see net.h for the model).
  *
  * Key invariant: everything observable is a pure function of the seed, the
- * configuration and the sequence of calls.  Per-link state lives in a
- * GHashTable keyed by from * n + to, but the table is only ever looked up by
- * key, never walked, so its order cannot leak into a run.
+ * configuration and the sequence of calls.  Per-link state lives in a small
+ * open-addressing table keyed by from * n + to (links are created on first
+ * use, so n = 100,000 workers cost only the links they use); the table is
+ * only ever looked up by key, never walked (except to free it), so its
+ * order cannot leak into a run.
  *
  * Draws.  Each write takes exactly one 64-bit value from its link's stream
  * ("net", from * n + to) and seeds a per-message generator with it; all of
@@ -19,6 +21,13 @@
  * link changes that link's messages only where the changed value is used,
  * and never shifts the draws of later messages.  A message dropped at send
  * by a partition still consumes its value, for the same reason.
+ *
+ * Fast path: when the link's configuration needs no randomness (every
+ * probability 0, no jitter, a constant latency) the value is still taken
+ * from the link's stream, but no per-message generator is seeded and
+ * nothing is drawn: every draw's result is known (chance(0) is FALSE, a
+ * constant latency takes no draw, range(0, 0) is 0), so the outcome is
+ * exactly what the draws would give, and the streams are unchanged.
  *
  * Timing of one write at time t on a link (bandwidth B bytes/s, S bytes):
  *
@@ -63,11 +72,13 @@
  * (it is recorded at the arrival time): "the message from → to was lost".
  *
  * Teardown: every scheduled event (deferred write, arrival, drain) carries a
- * Pending record on the net's intrusive list.  sim_net_free() cancels them
- * all and detaches the records; their destroy notifiers, which run whenever
- * the kernel reaps the cancelled events (or frees its queue), only free the
- * record.  So the kernel may outlive the net, and the net may outlive the
- * kernel (the notifiers then unlink themselves from the net's list as the
+ * Pending record on the net's intrusive list; when the kernel releases the
+ * event the record goes on the net's spare list for the next message, so
+ * steady traffic allocates no records.  sim_net_free() cancels them all,
+ * detaches the records and frees the spare ones; the destroy notifiers of
+ * detached records, which run whenever the kernel reaps the cancelled
+ * events (or frees its queue), only free the record.  So the kernel may outlive the net, and the
+ * net may outlive the kernel (the notifiers then unlink themselves from the net's list as the
  * kernel frees its queue).  Cancelled events neither run nor move the clock.
  */
 #include "sim/net.h"
@@ -86,12 +97,13 @@ static const SimTraceKind kind_bounce = {"net.bounce", {"from", "bytes", "id"}};
 static const SimTraceKind kind_hold = {"net.hold", {"from", "bytes", "id"}};
 
 typedef struct Link {
-    guint64 key;          /* from * n + to; the table's key points here */
+    guint64 key;          /* from * n + to */
     SimRng rng;           /* stream ("net", key) */
     SimTime free_at;      /* when the wire finishes its last message */
     SimTime last_arrival; /* latest arrival scheduled on this link */
     gboolean has_override;
-    SimLinkConfig cfg; /* valid when has_override */
+    SimLinkConfig cfg;   /* valid when has_override */
+    gboolean cfg_random; /* cfg needs draws (see needs_draws) */
 } Link;
 
 typedef enum {
@@ -104,8 +116,9 @@ typedef struct Pending Pending;
 struct Pending {
     SimNet *net;   /* NULL once detached by sim_net_free */
     SimEvent *ev;  /* valid while linked */
-    Pending *prev; /* the net's list of scheduled events */
+    Pending *prev; /* the net's list of scheduled events, or its free list (next only) */
     Pending *next;
+    gboolean linked; /* on the scheduled-event list */
     PendingKind kind;
     gint from, to;
     GBytes *wire; /* owned; NULL for drains */
@@ -124,6 +137,15 @@ typedef struct HoldQueue {
     Pending *drain; /* the scheduled drain, or NULL */
 } HoldQueue;
 
+/* Links by key: open addressing with linear probing over Link pointers
+ * (NULL = empty), at most half full.  Only looked up by key, never walked
+ * except to free the links. */
+typedef struct LinkTable {
+    Link **slots; /* (owned, and the links too) 1 << bits of them */
+    guint bits;
+    guint len;
+} LinkTable;
+
 struct SimNet {
     SimKernel *k;
     guint n;
@@ -131,12 +153,14 @@ struct SimNet {
     SimNetBounceFunc bounce;
     gpointer data;
     SimLinkConfig dflt;
-    GHashTable *links;      /* guint64* key → Link* (owned) */
+    gboolean dflt_random; /* dflt needs draws (see needs_draws) */
+    LinkTable links;
     GHashTable *partitions; /* guint64* key → itself, blocked directed links */
     GHashTable *holds;      /* GINT_TO_POINTER(worker) → HoldQueue* (owned) */
     guint8 *down;           /* n flags */
     guint8 *paused;         /* n flags */
     Pending *pending;       /* head of the scheduled-event list */
+    Pending *spare;         /* released records, for reuse (chain through next) */
     SimNetStats stats;
 };
 
@@ -340,17 +364,65 @@ link_key(const SimNet *net, gint from, gint to)
     return (guint64)from * net->n + (guint64)to;
 }
 
+static inline guint
+link_slot(guint64 key, guint bits)
+{
+    return (guint)((key * G_GUINT64_CONSTANT(0x9e3779b97f4a7c15)) >> (64 - bits));
+}
+
+/* The link with this key, or NULL. */
+static inline Link *
+link_find(const SimNet *net, guint64 key)
+{
+    const LinkTable *lt = &net->links;
+    if (lt->slots == NULL)
+        return NULL;
+    guint mask = (1u << lt->bits) - 1;
+    for (guint i = link_slot(key, lt->bits);; i = (i + 1) & mask) {
+        Link *l = lt->slots[i];
+        if (l == NULL || l->key == key)
+            return l;
+    }
+}
+
+static void
+link_table_put(LinkTable *lt, Link *l)
+{
+    guint mask = (1u << lt->bits) - 1;
+    guint i = link_slot(l->key, lt->bits);
+    while (lt->slots[i] != NULL)
+        i = (i + 1) & mask;
+    lt->slots[i] = l;
+}
+
+static void
+link_table_grow(LinkTable *lt)
+{
+    Link **old = lt->slots;
+    guint old_cap = old != NULL ? 1u << lt->bits : 0;
+    lt->bits = old != NULL ? lt->bits + 1 : 4;
+    lt->slots = g_new0(Link *, (gsize)1 << lt->bits);
+    for (guint i = 0; i < old_cap; i++)
+        if (old[i] != NULL)
+            link_table_put(lt, old[i]);
+    g_free(old);
+}
+
 static Link *
 link_get(SimNet *net, gint from, gint to)
 {
     guint64 key = link_key(net, from, to);
-    Link *l = g_hash_table_lookup(net->links, &key);
-    if (l == NULL) {
-        l = g_new0(Link, 1);
-        l->key = key;
-        sim_kernel_rng(net->k, "net", key, &l->rng);
-        g_hash_table_insert(net->links, &l->key, l);
-    }
+    Link *l = link_find(net, key);
+    if (G_LIKELY(l != NULL))
+        return l;
+    LinkTable *lt = &net->links;
+    if (lt->slots == NULL || 2 * (lt->len + 1) > (1u << lt->bits))
+        link_table_grow(lt);
+    l = g_new0(Link, 1);
+    l->key = key;
+    sim_kernel_rng(net->k, "net", key, &l->rng);
+    link_table_put(lt, l);
+    lt->len++;
     return l;
 }
 
@@ -364,6 +436,27 @@ static gboolean
 valid_worker(const SimNet *net, gint w)
 {
     return w >= 0 && (guint)w < net->n;
+}
+
+/* TRUE when a message under cfg takes any random value: a probability
+ * above 0, jitter, or a latency that is not constant.  Otherwise every draw
+ * of write_message has a known result (chance(0) is FALSE, a constant
+ * latency and range(0, 0) take nothing from the value), so it seeds no
+ * generator: the result is the same as with the draws. */
+static gboolean
+needs_draws(const SimLinkConfig *cfg)
+{
+    return cfg->loss > 0.0 || cfg->reorder > 0.0 || cfg->duplicate > 0.0 || cfg->jitter > 0 ||
+           cfg->latency.kind != SIM_DIST_CONSTANT;
+}
+
+static inline gboolean
+partitioned(const SimNet *net, gint from, gint to)
+{
+    if (G_LIKELY(g_hash_table_size(net->partitions) == 0))
+        return FALSE;
+    guint64 key = link_key(net, from, to);
+    return g_hash_table_contains(net->partitions, &key);
 }
 
 static void
@@ -396,21 +489,29 @@ pending_unlink(Pending *p)
     if (p->next != NULL)
         p->next->prev = p->prev;
     p->prev = p->next = NULL;
-    p->net = NULL;
+    p->linked = FALSE;
     p->ev = NULL;
 }
 
 /* The event's destroy notifier: after the event ran, when its cancelled
- * event is reaped, or when the kernel frees its queue first. */
+ * event is reaped, or when the kernel frees its queue first.  A record of a
+ * live net is kept for reuse; a detached one is freed. */
 static void
 pending_destroy(gpointer data)
 {
     Pending *p = data;
-    if (p->net != NULL)
-        pending_unlink(p);
+    SimNet *net = p->net;
     if (p->wire != NULL)
         g_bytes_unref(p->wire);
-    g_free(p);
+    if (net == NULL) {
+        g_free(p);
+        return;
+    }
+    if (p->linked)
+        pending_unlink(p);
+    p->wire = NULL;
+    p->next = net->spare;
+    net->spare = p;
 }
 
 static void pending_run(gpointer data);
@@ -420,8 +521,14 @@ static Pending *
 pending_schedule(SimNet *net, SimTime t, PendingKind kind, gint from, gint to, GBytes *wire,
                  gint64 id)
 {
-    Pending *p = g_new0(Pending, 1);
+    Pending *p = net->spare;
+    if (p != NULL)
+        net->spare = p->next;
+    else
+        p = g_new0(Pending, 1);
     p->net = net;
+    p->linked = TRUE;
+    p->prev = NULL;
     p->kind = kind;
     p->from = from;
     p->to = to;
@@ -476,7 +583,9 @@ schedule_drain(SimNet *net, gint worker)
 static void
 arrive(SimNet *net, gint from, gint to, GBytes *wire, gint64 id)
 {
-    HoldQueue *hq = g_hash_table_lookup(net->holds, GINT_TO_POINTER(to));
+    HoldQueue *hq = g_hash_table_size(net->holds) == 0
+                        ? NULL
+                        : g_hash_table_lookup(net->holds, GINT_TO_POINTER(to));
     gboolean queued = hq != NULL && !g_queue_is_empty(&hq->q);
 
     if (queued || (net->paused[to] && !net->down[to])) {
@@ -540,7 +649,7 @@ pending_run(gpointer data)
         g_bytes_unref(wire);
         break;
     case PENDING_ARRIVAL:
-        if (sim_net_is_partitioned(net, p->from, p->to)) {
+        if (partitioned(net, p->from, p->to)) {
             net->stats.dropped_partition++;
             emit_drop(net, p->from, p->to, p->id, "partition");
             g_bytes_unref(wire);
@@ -564,19 +673,28 @@ write_message(SimNet *net, gint from, gint to, GBytes *wire, gint64 id)
     Link *l = link_get(net, from, to);
     const SimLinkConfig *cfg = link_config(net, l);
     SimTime now = sim_kernel_now(net->k);
-    SimTime jitter = MAX(cfg->jitter, 0);
-    SimRng m;
+    guint64 draw = sim_rng_next(&l->rng); /* always: one value per message */
+    gboolean lost = FALSE, reorder = FALSE, dup = FALSE;
+    SimTime latency, jit = 0, dup_latency = 0, dup_jit = 0;
 
-    sim_rng_seed(&m, sim_rng_next(&l->rng));
-    gboolean lost = sim_rng_chance(&m, cfg->loss);
-    SimTime latency = sim_dist_sample(&cfg->latency, &m);
-    SimTime jit = sim_rng_range(&m, 0, jitter);
-    gboolean reorder = sim_rng_chance(&m, cfg->reorder);
-    gboolean dup = sim_rng_chance(&m, cfg->duplicate);
-    SimTime dup_latency = sim_dist_sample(&cfg->latency, &m);
-    SimTime dup_jit = sim_rng_range(&m, 0, jitter);
+    if (l->has_override ? l->cfg_random : net->dflt_random) {
+        SimTime jitter = MAX(cfg->jitter, 0);
+        SimRng m;
+        sim_rng_seed(&m, draw);
+        lost = sim_rng_chance(&m, cfg->loss);
+        latency = sim_dist_sample(&cfg->latency, &m);
+        jit = sim_rng_range(&m, 0, jitter);
+        reorder = sim_rng_chance(&m, cfg->reorder);
+        dup = sim_rng_chance(&m, cfg->duplicate);
+        dup_latency = sim_dist_sample(&cfg->latency, &m);
+        dup_jit = sim_rng_range(&m, 0, jitter);
+    } else {
+        /* What the draws would give: no loss, reorder or duplicate, the
+         * constant latency, no jitter. */
+        latency = MAX(cfg->latency.a, 0);
+    }
 
-    if (sim_net_is_partitioned(net, from, to)) {
+    if (partitioned(net, from, to)) {
         net->stats.dropped_partition++;
         emit_drop(net, from, to, id, "partition");
         return;
@@ -641,7 +759,6 @@ sim_net_new(SimKernel *k, guint n_workers, SimNetDeliverFunc deliver, SimNetBoun
     net->bounce = bounce;
     net->data = data;
     sim_link_config_init(&net->dflt);
-    net->links = g_hash_table_new_full(g_int64_hash, g_int64_equal, NULL, g_free);
     net->partitions = g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free, NULL);
     net->holds = g_hash_table_new_full(g_direct_hash, g_direct_equal, NULL, hold_queue_free);
     net->down = g_new0(guint8, n_workers);
@@ -662,12 +779,22 @@ sim_net_free(SimNet *net)
         sim_kernel_cancel(net->k, p->ev);
         p->net = NULL;
         p->ev = NULL;
+        p->linked = FALSE;
         p->prev = p->next = NULL;
     }
     net->pending = NULL;
+    for (Pending *p = net->spare, *next; p != NULL; p = next) {
+        next = p->next;
+        g_free(p);
+    }
+    net->spare = NULL;
     g_hash_table_destroy(net->holds);
     g_hash_table_destroy(net->partitions);
-    g_hash_table_destroy(net->links);
+    if (net->links.slots != NULL) {
+        for (guint i = 0; i < 1u << net->links.bits; i++)
+            g_free(net->links.slots[i]);
+        g_free(net->links.slots);
+    }
     g_free(net->down);
     g_free(net->paused);
     g_free(net);
@@ -678,6 +805,7 @@ sim_net_set_default(SimNet *net, const SimLinkConfig *cfg)
 {
     g_return_if_fail(net != NULL && cfg != NULL);
     net->dflt = *cfg;
+    net->dflt_random = needs_draws(cfg);
 }
 
 const SimLinkConfig *
@@ -694,6 +822,7 @@ sim_net_set_link(SimNet *net, gint from, gint to, const SimLinkConfig *cfg)
     g_return_if_fail(valid_worker(net, from) && valid_worker(net, to));
     Link *l = link_get(net, from, to);
     l->cfg = *cfg;
+    l->cfg_random = needs_draws(cfg);
     l->has_override = TRUE;
 }
 
@@ -703,7 +832,7 @@ sim_net_clear_link(SimNet *net, gint from, gint to)
     g_return_if_fail(net != NULL);
     g_return_if_fail(valid_worker(net, from) && valid_worker(net, to));
     guint64 key = link_key(net, from, to);
-    Link *l = g_hash_table_lookup(net->links, &key);
+    Link *l = link_find(net, key);
     if (l != NULL)
         l->has_override = FALSE; /* the link keeps its stream and timing */
 }

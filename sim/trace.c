@@ -5,7 +5,9 @@
  * attached or on whether text is produced.
  *
  * Cost: sim_trace_emit() always folds the record (one multiply per 8-byte
- * word: ~6 words plus the kind name and detail) and counts it.  Nothing is
+ * word: 6 words plus the detail's) and counts it.  The kind's word comes
+ * from a small direct-mapped cache keyed by the kind's address; a miss
+ * re-hashes the name, so the cache affects speed only, never the value.  Nothing is
  * formatted or allocated unless a text output (keep_lines / write_to) or a
  * sink is attached; the text is then built once per record in a reused
  * buffer and shared by both text outputs.
@@ -31,8 +33,20 @@ typedef struct {
     GDestroyNotify destroy; /* nullable; called on data by sim_trace_free */
 } Sink;
 
+/* Kind-hash cache: the hash depends only on the name's bytes (see
+ * kind_hash); the kind and name pointers only pick and check the entry, so
+ * a miss costs time, never a different fingerprint. */
+#define KIND_CACHE_BITS 8
+
+typedef struct {
+    const SimTraceKind *kind;
+    const char *name;
+    guint64 hash;
+} KindEntry;
+
 struct SimTrace {
-    guint64 fold;      /* running fold state, before the finaliser */
+    guint64 fold; /* running fold state, before the finaliser */
+    KindEntry kinds[1 << KIND_CACHE_BITS];
     guint64 count;     /* records emitted */
     GArray *sinks;     /* of Sink, in the order added */
     GPtrArray *lines;  /* owned strings; NULL when lines are not kept */
@@ -78,6 +92,29 @@ finalise(guint64 z)
     z = (z ^ (z >> 30)) * G_GUINT64_CONSTANT(0xbf58476d1ce4e5b9);
     z = (z ^ (z >> 27)) * G_GUINT64_CONSTANT(0x94d049bb133111eb);
     return z ^ (z >> 31);
+}
+
+/* A kind's word in the fold: its name folded alone, from the seed, and
+ * finalised (see trace.h). */
+static guint64
+kind_hash_of(const char *name)
+{
+    return finalise(fold_str(FOLD_SEED, name));
+}
+
+static inline guint64
+kind_hash(SimTrace *t, const SimTraceKind *kind)
+{
+    /* Kinds are static structs of four pointers, so the address bits from
+     * 5 up tell neighbours apart. */
+    guint i = (guint)(((guintptr)kind >> 5) & ((1u << KIND_CACHE_BITS) - 1));
+    KindEntry *e = &t->kinds[i];
+    if (G_UNLIKELY(e->kind != kind || e->name != kind->name)) {
+        e->kind = kind;
+        e->name = kind->name;
+        e->hash = kind_hash_of(kind->name);
+    }
+    return e->hash;
 }
 
 SimTrace *
@@ -176,44 +213,17 @@ sim_trace_format(const SimTraceRecord *rec)
     return g_string_free(s, FALSE);
 }
 
-void
-sim_trace_emit(SimTrace *t, SimTime time, gint worker, guint thread, const SimTraceKind *kind,
-               gint64 a, gint64 b, gint64 c, const char *detail)
+/* The text outputs and sinks: kept out of sim_trace_emit, whose fold is
+ * the hot path, so that it stays small. */
+static G_GNUC_NO_INLINE void
+deliver(SimTrace *t, const SimTraceRecord *rec)
 {
-    g_return_if_fail(t != NULL);
-    g_return_if_fail(kind != NULL && kind->name != NULL);
-    g_return_if_fail(!t->emitting);
-
-    guint64 h = t->fold;
-    h = fold_word(h, (guint64)time);
-    h = fold_word(h, (guint64)(guint32)worker | ((guint64)(guint32)thread << 32));
-    h = fold_str(h, kind->name);
-    h = fold_word(h, (guint64)a);
-    h = fold_word(h, (guint64)b);
-    h = fold_word(h, (guint64)c);
-    h = detail != NULL ? fold_str(h, detail) : fold_word(h, DETAIL_NULL_WORD);
-    t->fold = h;
-    t->count++;
-
-    if (t->lines == NULL && t->out == NULL && t->sinks->len == 0)
-        return;
-
-    const SimTraceRecord rec = {
-        .time = time,
-        .worker = worker,
-        .thread = thread,
-        .kind = kind,
-        .a = a,
-        .b = b,
-        .c = c,
-        .detail = detail,
-    };
     t->emitting = TRUE;
     if (t->lines != NULL || t->out != NULL) {
         if (t->scratch == NULL)
             t->scratch = g_string_sized_new(128);
         g_string_truncate(t->scratch, 0);
-        format_into(t->scratch, &rec);
+        format_into(t->scratch, rec);
         if (t->lines != NULL)
             g_ptr_array_add(t->lines, g_strndup(t->scratch->str, t->scratch->len));
         if (t->out != NULL) {
@@ -228,9 +238,44 @@ sim_trace_emit(SimTrace *t, SimTime time, gint worker, guint thread, const SimTr
     const guint n = t->sinks->len;
     for (guint i = 0; i < n; i++) {
         const Sink *s = &g_array_index(t->sinks, Sink, i);
-        s->fn(&rec, s->data);
+        s->fn(rec, s->data);
     }
     t->emitting = FALSE;
+}
+
+void
+sim_trace_emit(SimTrace *t, SimTime time, gint worker, guint thread, const SimTraceKind *kind,
+               gint64 a, gint64 b, gint64 c, const char *detail)
+{
+    g_return_if_fail(t != NULL);
+    g_return_if_fail(kind != NULL && kind->name != NULL);
+    g_return_if_fail(!t->emitting);
+
+    guint64 h = t->fold;
+    h = fold_word(h, (guint64)time);
+    h = fold_word(h, (guint64)(guint32)worker | ((guint64)(guint32)thread << 32));
+    h = fold_word(h, kind_hash(t, kind));
+    h = fold_word(h, (guint64)a);
+    h = fold_word(h, (guint64)b);
+    h = fold_word(h, (guint64)c);
+    h = detail != NULL ? fold_str(h, detail) : fold_word(h, DETAIL_NULL_WORD);
+    t->fold = h;
+    t->count++;
+
+    if (G_LIKELY(t->lines == NULL && t->out == NULL && t->sinks->len == 0))
+        return;
+
+    const SimTraceRecord rec = {
+        .time = time,
+        .worker = worker,
+        .thread = thread,
+        .kind = kind,
+        .a = a,
+        .b = b,
+        .c = c,
+        .detail = detail,
+    };
+    deliver(t, &rec);
 }
 
 guint64

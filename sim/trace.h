@@ -23,14 +23,19 @@
  * Exactly: h starts at 0xcbf29ce484222325 for the whole run; folding a word
  * w is h = (h ^ w) * 0xff51afd7ed558ccd; h ^= h >> 29.  A record folds, in
  * order: time; worker | thread << 32 (each as its 32-bit two's-complement
- * pattern, -1 is 0xffffffff); the kind name; a; b; c; the detail.  A string
+ * pattern, -1 is 0xffffffff); the kind word; a; b; c; the detail.  A string
  * folds as its bytes in little-endian 8-byte words (the last one padded with
  * zero bytes) followed by its length; a NULL detail folds the single word
- * 0xffffffffffffffff instead, so NULL and "" differ.  The kind's labels are
- * not folded (they only name fields).  The finaliser is splitmix64's mix
- * without the increment: z ^= z >> 30; z *= 0xbf58476d1ce4e5b9;
- * z ^= z >> 27; z *= 0x94d049bb133111eb; z ^= z >> 31.  Attaching sinks or
- * text outputs never changes the fingerprint.
+ * 0xffffffffffffffff instead, so NULL and "" differ.  The kind word is the
+ * kind's name folded as a string on its own, from the same start value
+ * 0xcbf29ce484222325, then finalised: one word per record whatever the
+ * name's length, so the trace caches it per kind instead of re-reading the
+ * name.  The kind's labels are not folded (they only name fields).  The
+ * finaliser is splitmix64's mix without the increment: z ^= z >> 30;
+ * z *= 0xbf58476d1ce4e5b9; z ^= z >> 27; z *= 0x94d049bb133111eb;
+ * z ^= z >> 31.  Attaching sinks or text outputs never changes the
+ * fingerprint, and neither does a kind's address (a copy of a kind at
+ * another address folds the same word).
  */
 #ifndef SIM_TRACE_H
 #define SIM_TRACE_H
@@ -66,9 +71,13 @@ SimTrace *sim_trace_new(void);
 void sim_trace_free(SimTrace *t);
 
 /* Folds one record into the fingerprint and hands it to the text outputs
- * and sinks.  kind (transfer none) must outlive the call; detail
- * (transfer none, nullable) is only read during it.  No allocation when
- * nothing is attached.  A sink must not emit into the trace that called it. */
+ * and sinks.  kind (transfer none) must outlive the call, and a kind's name
+ * must not change (in place, or by reusing the kind's and its name's
+ * addresses for another kind) while the trace lives: the kind word is
+ * cached per (kind, name) pointer pair.  Kinds are static const structs in
+ * practice.  detail (transfer none, nullable) is only read during the call.
+ * No allocation when nothing is attached.  A sink must not emit into the
+ * trace that called it. */
 void sim_trace_emit(SimTrace *t, SimTime time, gint worker, guint thread, const SimTraceKind *kind,
                     gint64 a, gint64 b, gint64 c, const char *detail);
 

@@ -8,7 +8,19 @@
  *
  * A blocked thread is woken by a done-callback holding a refcounted Waiter,
  * not the thread itself: at teardown the Waiter is disarmed, so a future
- * completing after the pool is gone touches nothing freed.
+ * completing after the pool is gone touches nothing freed.  When the thread
+ * resumes and the callback has already dropped its reference (the usual
+ * case: a future releases a callback's data right after running it), the
+ * thread keeps the Waiter for its next block.
+ *
+ * What a blocked thread waits for: it holds a reference to the future and
+ * reads rpc_future_description() when a report or teardown error is built,
+ * so the text is the future's description at that moment (a description set
+ * after the thread blocked shows), and blocking copies no string.
+ *
+ * Allocation: queued tasks live by value in a per-pool ring buffer and
+ * Waiters are reused per thread, so a steady state of spawns and blocks
+ * allocates nothing here.
  */
 #include "sim/kernel-private.h"
 
@@ -22,6 +34,15 @@ typedef struct {
     GDestroyNotify destroy;
 } Task;
 
+/* A FIFO of tasks by value: a ring buffer that doubles when full, so a
+ * steady state of spawns allocates nothing. */
+typedef struct {
+    Task *buf; /* (owned) capacity cap, a power of two (0 before first use) */
+    guint cap;
+    guint head; /* index of the oldest task */
+    guint len;
+} TaskQueue;
+
 typedef struct {
     gint refcount;
     SimThread *thread; /* NULL once disarmed */
@@ -32,10 +53,12 @@ struct SimThread {
     guint id;
     ThreadState state;
     SimCoro *coro;
-    char *waiting_on; /* BLOCKED: what for */
+    RpcFuture *waiting_on; /* BLOCKED: what for (a reference; see block_on) */
     SimTime blocked_since;
-    Waiter *waiter;      /* BLOCKED: the armed waiter */
-    SimEvent *resume_ev; /* WAKING: the pending resume event */
+    Waiter *waiter;       /* BLOCKED: the armed waiter */
+    Waiter *spare;        /* a waiter no callback refers to any more, for reuse */
+    SimEvent *resume_ev;  /* WAKING: the pending resume event */
+    SimThread *next_idle; /* IDLE: the next parked thread */
 };
 
 struct SimThreadPool {
@@ -43,8 +66,8 @@ struct SimThreadPool {
     gint worker;
     guint max_threads;
     GPtrArray *threads; /* SimThread*, by id - 1 (owned) */
-    GPtrArray *idle;    /* parked threads, used as a stack */
-    GQueue tasks;       /* Task*, FIFO */
+    SimThread *idle;    /* parked threads, a stack through next_idle */
+    TaskQueue tasks;    /* FIFO */
     guint busy;         /* WAKING + RUNNING + BLOCKED threads */
     guint busy_high_water;
     guint blocked;
@@ -66,11 +89,40 @@ waiter_unref(gpointer p)
 }
 
 static void
-task_drop(Task *t)
+task_drop(const Task *t)
 {
     if (t->destroy)
         t->destroy(t->data);
-    g_free(t);
+}
+
+static void
+tasks_push(TaskQueue *q, const Task *t)
+{
+    if (q->len == q->cap) {
+        guint cap = q->cap ? q->cap * 2 : 8;
+        Task *buf = g_new(Task, cap);
+        /* Unroll the ring into the new buffer, oldest first. */
+        for (guint i = 0; i < q->len; i++)
+            buf[i] = q->buf[(q->head + i) & (q->cap - 1)];
+        g_free(q->buf);
+        q->buf = buf;
+        q->cap = cap;
+        q->head = 0;
+    }
+    q->buf[(q->head + q->len) & (q->cap - 1)] = *t;
+    q->len++;
+}
+
+/* Takes the oldest task into *out; FALSE when the queue is empty. */
+static gboolean
+tasks_pop(TaskQueue *q, Task *out)
+{
+    if (q->len == 0)
+        return FALSE;
+    *out = q->buf[q->head];
+    q->head = (q->head + 1) & (q->cap - 1);
+    q->len--;
+    return TRUE;
 }
 
 SimThreadPool *
@@ -82,9 +134,7 @@ sim_pool_new(SimKernel *k, gint worker, guint max_threads)
     pool->worker = worker;
     pool->max_threads = max_threads;
     pool->threads = g_ptr_array_new();
-    pool->idle = g_ptr_array_new();
     pool->held = g_ptr_array_new();
-    g_queue_init(&pool->tasks);
     g_ptr_array_add(k->pools, pool);
     return pool;
 }
@@ -96,9 +146,11 @@ resume(SimThread *t)
     SimKernel *k = t->pool->k;
     g_assert(k->current == NULL);
     k->current = t;
+    k->current_id = t->id;
     t->state = T_RUNNING;
     sim_coro_switch(k->main_coro, t->coro);
     k->current = NULL;
+    k->current_id = 0;
 }
 
 static void
@@ -137,9 +189,9 @@ sim_pool_close(SimThreadPool *pool)
 {
     g_return_if_fail(pool != NULL);
     pool->closing = TRUE;
-    Task *task;
-    while ((task = g_queue_pop_head(&pool->tasks)) != NULL)
-        task_drop(task);
+    Task task;
+    while (tasks_pop(&pool->tasks, &task))
+        task_drop(&task);
 }
 
 void
@@ -169,11 +221,12 @@ sim_pool_free(SimThreadPool *pool)
     for (guint i = 0; i < pool->threads->len; i++) {
         SimThread *t = g_ptr_array_index(pool->threads, i);
         sim_coro_free(t->coro);
-        g_free(t->waiting_on);
+        g_assert(t->waiting_on == NULL);
+        g_free(t->spare);
         g_free(t);
     }
+    g_free(pool->tasks.buf);
     g_ptr_array_unref(pool->threads);
-    g_ptr_array_unref(pool->idle);
     g_ptr_array_unref(pool->held);
     g_ptr_array_remove(k->pools, pool);
     g_free(pool);
@@ -211,21 +264,20 @@ void
 sim_pool_spawn(SimThreadPool *pool, RpcTaskFunc fn, gpointer data, GDestroyNotify destroy)
 {
     g_return_if_fail(pool != NULL && fn != NULL);
-    Task *task = g_new(Task, 1);
-    task->fn = fn;
-    task->data = data;
-    task->destroy = destroy;
+    const Task task = {fn, data, destroy};
     if (pool->closing) {
-        task_drop(task);
+        task_drop(&task);
         return;
     }
-    g_queue_push_tail(&pool->tasks, task);
+    tasks_push(&pool->tasks, &task);
     /* Threads already starting will take queued tasks in order; wake or
      * create one more only if the queue outnumbers them. */
-    if (g_queue_get_length(&pool->tasks) <= pool->starting)
+    if (pool->tasks.len <= pool->starting)
         return;
-    if (pool->idle->len > 0) {
-        SimThread *t = g_ptr_array_steal_index(pool->idle, pool->idle->len - 1);
+    if (pool->idle != NULL) {
+        SimThread *t = pool->idle;
+        pool->idle = t->next_idle;
+        t->next_idle = NULL;
         wake(t);
     } else if (pool->threads->len < pool->max_threads) {
         SimThread *t = g_new0(SimThread, 1);
@@ -247,24 +299,33 @@ thread_main(gpointer arg)
     SimThreadPool *pool = t->pool;
     pool->starting--;
     for (;;) {
-        Task *task = pool->closing ? NULL : g_queue_pop_head(&pool->tasks);
-        if (task == NULL) {
+        Task task;
+        if (pool->closing || !tasks_pop(&pool->tasks, &task)) {
             if (pool->closing)
                 break;
             /* Park until spawn() wakes us. */
             t->state = T_IDLE;
             pool->busy--;
-            g_ptr_array_add(pool->idle, t);
+            t->next_idle = pool->idle;
+            pool->idle = t;
             sim_coro_switch(t->coro, pool->k->main_coro);
             if (!pool->closing)
                 pool->starting--; /* woken by spawn() */
             continue;
         }
-        task->fn(task->data);
-        task_drop(task);
+        task.fn(task.data);
+        task_drop(&task);
     }
     /* Only reached when the pool closes; its counters no longer matter. */
     t->state = T_DONE;
+}
+
+/* What a thread blocked on fut waits for, as of now. */
+static const char *
+describe_future(const RpcFuture *fut)
+{
+    const char *what = rpc_future_description(fut);
+    return what != NULL ? what : "a future";
 }
 
 static gboolean
@@ -288,9 +349,7 @@ sim_thread_block_on(SimKernel *k, RpcFuture *fut, GError **error)
         while (!rpc_future_done(fut)) {
             if (!sim_kernel_step(k)) {
                 /* Read the description now: events may have changed it. */
-                const char *what = rpc_future_description(fut);
-                if (what == NULL)
-                    what = "a future";
+                const char *what = describe_future(fut);
                 char *report = sim_kernel_deadlock_report(k);
                 char now[32];
                 g_set_error(error, SIM_ERROR, SIM_ERROR_DEADLOCK,
@@ -304,39 +363,44 @@ sim_thread_block_on(SimKernel *k, RpcFuture *fut, GError **error)
         return TRUE;
     }
     SimThreadPool *pool = t->pool;
-    const char *what = rpc_future_description(fut);
-    if (what == NULL)
-        what = "a future";
     if (pool->closing) {
         g_set_error(error, SIM_ERROR, SIM_ERROR_TEARDOWN,
                     "the simulation ended while worker%d/t%u was waiting on %s", pool->worker,
-                    t->id, what);
+                    t->id, describe_future(fut));
         return FALSE;
     }
-    Waiter *w = g_new(Waiter, 1);
+    Waiter *w = t->spare != NULL ? t->spare : g_new(Waiter, 1);
+    t->spare = NULL;
     w->refcount = 2; /* ours + the callback's */
     w->thread = t;
     rpc_future_add_done_callback(fut, waiter_fire, w, waiter_unref, NULL);
     t->state = T_BLOCKED;
     t->waiter = w;
-    g_free(t->waiting_on);
-    t->waiting_on = g_strdup(what);
+    t->waiting_on = rpc_future_ref(fut);
     t->blocked_since = k->now;
     pool->blocked++;
     k->blocked++;
     sim_coro_switch(t->coro, k->main_coro);
     /* Resumed: either fut completed, or the pool is closing. */
     t->waiter = NULL;
+    t->waiting_on = NULL;
     w->thread = NULL;
-    waiter_unref(w);
-    if (!rpc_future_done(fut)) {
+    /* The future drops the callback's reference right after running it, so
+     * in the common case ours is the last one: keep the record for the
+     * thread's next block instead of freeing it. */
+    if (w->refcount == 1)
+        t->spare = w;
+    else
+        waiter_unref(w);
+    gboolean done = rpc_future_done(fut);
+    if (!done) {
         g_assert(pool->closing);
         g_set_error(error, SIM_ERROR, SIM_ERROR_TEARDOWN,
                     "the simulation ended while worker%d/t%u was waiting on %s", pool->worker,
-                    t->id, t->waiting_on);
-        return FALSE;
+                    t->id, describe_future(fut));
     }
-    return TRUE;
+    rpc_future_unref(fut);
+    return done;
 }
 
 SimThread *
@@ -378,7 +442,7 @@ sim_pool_threads_created(const SimThreadPool *pool)
 guint
 sim_pool_tasks_queued(const SimThreadPool *pool)
 {
-    return g_queue_get_length((GQueue *)&pool->tasks);
+    return pool->tasks.len;
 }
 
 guint
@@ -417,12 +481,12 @@ sim_pool_describe_blocked(const SimThreadPool *pool, GString *out)
             continue;
         g_string_append_printf(out, "  worker%d/t%u blocked since %s on: %s\n", pool->worker, t->id,
                                sim_time_format(t->blocked_since, since, sizeof since),
-                               t->waiting_on);
+                               describe_future(t->waiting_on));
     }
     if (pool->held->len > 0)
         g_string_append_printf(out, "  worker%d: %u thread%s held because the worker is paused\n",
                                pool->worker, pool->held->len, pool->held->len == 1 ? "" : "s");
-    guint queued = g_queue_get_length((GQueue *)&pool->tasks);
+    guint queued = pool->tasks.len;
     if (queued > 0)
         g_string_append_printf(out,
                                "  worker%d: %u task%s queued, all %u threads busy (thread pool "

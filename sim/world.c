@@ -44,7 +44,24 @@ struct SimWorld {
     RpcTime rpc_timeout;
     Worker *workers;
     SimWorldStats stats;
+    /* rpc_message_type_name() by type & 63 (it scans a table): the name is
+     * the function's, the cache only saves the scan.  type -1 = empty. */
+    struct {
+        gint type;
+        const char *name;
+    } type_names[64];
 };
+
+static const char *
+type_name(SimWorld *w, RpcMessageType type)
+{
+    guint i = (guint)type & 63;
+    if (G_UNLIKELY(w->type_names[i].type != (gint)type)) {
+        w->type_names[i].type = (gint)type;
+        w->type_names[i].name = rpc_message_type_name(type);
+    }
+    return w->type_names[i].name;
+}
 
 static const RpcTraceKind tk_crash = {"world.crash", {NULL, NULL, NULL}};
 static const RpcTraceKind tk_restart = {"world.restart", {NULL, NULL, NULL}};
@@ -72,21 +89,23 @@ tr_send(RpcTransport *t, gint from, gint to, const RpcMessage *msg, GBytes *wire
     Worker *src = &w->workers[from];
     RpcMessageType type = rpc_message_type(msg);
     gint64 id = rpc_message_id(msg);
-    if (sim_faults_check_send(src->faults, type, rpc_message_payload(msg), error)) {
-        sim_kernel_trace_emit(w->k, from, &tk_fault_fail, to, id, 0, rpc_message_type_name(type));
-        return FALSE;
+    SimTime delay = 0;
+    if (sim_faults_active(src->faults)) {
+        if (sim_faults_check_send(src->faults, type, rpc_message_payload(msg), error)) {
+            sim_kernel_trace_emit(w->k, from, &tk_fault_fail, to, id, 0, type_name(w, type));
+            return FALSE;
+        }
+        if (sim_faults_should_drop(src->faults, type)) {
+            /* Lost on the way: the send looks fine to the agent. */
+            sim_kernel_trace_emit(w->k, from, &tk_fault_drop, to, id, 0, type_name(w, type));
+            return TRUE;
+        }
+        delay = sim_faults_delay_for(src->faults, type);
+        if (delay > 0)
+            sim_kernel_trace_emit(w->k, from, &tk_fault_delay, to, id, delay, type_name(w, type));
     }
-    if (sim_faults_should_drop(src->faults, type)) {
-        /* Lost on the way: the send looks fine to the agent. */
-        sim_kernel_trace_emit(w->k, from, &tk_fault_drop, to, id, 0, rpc_message_type_name(type));
-        return TRUE;
-    }
-    SimTime delay = sim_faults_delay_for(src->faults, type);
-    if (delay > 0)
-        sim_kernel_trace_emit(w->k, from, &tk_fault_delay, to, id, delay,
-                              rpc_message_type_name(type));
     w->stats.messages_sent++;
-    sim_net_send(w->net, from, to, wire, rpc_message_type_name(type), id, delay);
+    sim_net_send(w->net, from, to, wire, type_name(w, type), id, delay);
     return TRUE;
 }
 
@@ -240,6 +259,8 @@ sim_world_new_full(const SimWorldConfig *cfg)
     w->tr.base.vt = &sim_transport_vtable;
     w->tr.w = w;
     w->workers = g_new0(Worker, w->n);
+    for (guint i = 0; i < G_N_ELEMENTS(w->type_names); i++)
+        w->type_names[i].type = -1;
     for (guint i = 0; i < w->n; i++) {
         Worker *wk = &w->workers[i];
         wk->name = cfg->names ? g_strdup(cfg->names[i]) : g_strdup_printf("worker%u", i);

@@ -340,7 +340,7 @@ test_model(void)
         run_model(seeds[i], 20000, 50, 30, 15);
 }
 
-/* Cancel-heavy: dead events pile up and the queue compacts. */
+/* Cancel-heavy: most events leave the heap by cancel, from every position. */
 static void
 test_model_cancel_heavy(void)
 {
@@ -371,10 +371,10 @@ test_cancel_basic(void)
     sim_evq_cancel(q, b);                       /* again: a no-op */
     g_assert_cmpuint(sim_evq_len(q), ==, 2);
 
+    /* The next pop reaps b (before it returns), although b is not due yet. */
     g_assert_true(dispatch(q, &t) == &items[0]);
     g_assert_cmpint(t, ==, 10);
-    g_assert_cmpuint(items[1].destroys, ==, 0);
-    /* peek reaches the cancelled event, reaps it, reports the next live one */
+    g_assert_cmpuint(items[1].destroys, ==, 1);
     g_assert_cmpint(sim_evq_peek_time(q), ==, 30);
     g_assert_cmpuint(items[1].destroys, ==, 1);
     g_assert_true(dispatch(q, &t) == &items[2]);
@@ -407,9 +407,11 @@ test_cancel_peek_skips(void)
     g_assert_cmpuint(sim_evq_len(q), ==, 2);
     g_assert_cmpint(sim_evq_peek_time(q), ==, 10); /* b, not a */
     g_assert_cmpuint(items[0].destroys, ==, 1);
-    g_assert_cmpuint(items[2].destroys, ==, 0); /* c is not at the top yet */
+    g_assert_cmpuint(items[2].destroys, ==, 1); /* every cancelled event, due or not */
+    g_assert_cmpuint(items[1].destroys, ==, 0);
     sim_evq_cancel(q, b);
     g_assert_cmpuint(sim_evq_len(q), ==, 1);
+    g_assert_cmpuint(items[1].destroys, ==, 0); /* not inside cancel */
     g_assert_cmpint(sim_evq_peek_time(q), ==, 40);
     g_assert_cmpuint(items[1].destroys, ==, 1);
     g_assert_cmpuint(items[2].destroys, ==, 1);
@@ -500,10 +502,10 @@ test_cancel_self_after_pop(void)
     g_free(items);
 }
 
-/* When dead events outnumber live ones (and there are enough of them), the
- * next pop/peek drops them all at once instead of waiting for their times. */
+/* A cancel takes the event out of the heap at once; the next pop/peek reaps
+ * every cancelled event instead of waiting for their times. */
 static void
-test_cancel_compacts(void)
+test_cancel_removes(void)
 {
     const guint n = 4000;
     SimEvq *q = sim_evq_new();
@@ -529,7 +531,7 @@ test_cancel_compacts(void)
     }
     g_assert_cmpuint(dead_destroyed, ==, n - n / 4);
 
-    /* The heap is still a heap after compaction, with new pushes mixed in. */
+    /* The heap is still a heap after the removals, with new pushes mixed in. */
     Item late = {.id = n};
     push_item(q, 1002, &late);
     for (guint i = 0; i < n; i += 4) {
@@ -573,19 +575,21 @@ test_destroy_once(void)
     sim_evq_cancel(q, bare);
 
     sim_evq_cancel(q, items[REAPED_BY_POP].self);
-    sim_evq_cancel(q, items[REAPED_BY_PEEK].self);
-    sim_evq_cancel(q, items[CANCELLED_PENDING].self);
 
     g_assert_true(dispatch(q, &t) == &items[RELEASED]); /* reaps REAPED_BY_POP first */
     g_assert_cmpint(t, ==, 20);
     g_assert_cmpuint(items[REAPED_BY_POP].destroys, ==, 1);
     g_assert_cmpuint(items[RELEASED].destroys, ==, 1);
-    g_assert_cmpuint(items[REAPED_BY_PEEK].destroys, ==, 0);
 
+    sim_evq_cancel(q, items[REAPED_BY_PEEK].self);
+    g_assert_cmpuint(items[REAPED_BY_PEEK].destroys, ==, 0);
     g_assert_cmpint(sim_evq_peek_time(q), ==, 40);
     g_assert_cmpuint(items[REAPED_BY_PEEK].destroys, ==, 1);
-    g_assert_cmpuint(sim_evq_len(q), ==, 1);
+    g_assert_cmpuint(sim_evq_len(q), ==, 2);
 
+    /* Cancelled, then the queue is freed before any pop or peek. */
+    sim_evq_cancel(q, items[CANCELLED_PENDING].self);
+    g_assert_cmpuint(sim_evq_len(q), ==, 1);
     g_assert_cmpuint(items[PENDING].destroys, ==, 0);
     g_assert_cmpuint(items[CANCELLED_PENDING].destroys, ==, 0);
     sim_evq_free(q);
@@ -676,8 +680,8 @@ test_destroy_reentrant(void)
     g_assert_cmpuint(victim.fn_runs, ==, 0);
     g_free(items);
 
-    /* During a compaction: a dropped event's notifier cancels the live event
-     * that compaction has just put on top; pop must skip it too. */
+    /* While reaping many: a reaped event's notifier cancels the live event
+     * at the top; pop must skip it too. */
     const guint n_dead = 600;
     q = sim_evq_new();
     Reentrant *dead = g_new0(Reentrant, n_dead);
@@ -869,7 +873,7 @@ main(int argc, char **argv)
     g_test_add_func("/evq/cancel-peek-skips", test_cancel_peek_skips);
     g_test_add_func("/evq/cancel-during-dispatch", test_cancel_during_dispatch);
     g_test_add_func("/evq/cancel-self-after-pop", test_cancel_self_after_pop);
-    g_test_add_func("/evq/cancel-compacts", test_cancel_compacts);
+    g_test_add_func("/evq/cancel-removes", test_cancel_removes);
     g_test_add_func("/evq/destroy-once", test_destroy_once);
     g_test_add_func("/evq/destroy-reentrant", test_destroy_reentrant);
     g_test_add_func("/evq/free-list-reuse", test_free_list_reuse);
