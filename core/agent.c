@@ -74,7 +74,8 @@ struct RpcAgent {
     RpcIntMap *seen;       /* by sender: request ids served (duplicates dropped) */
     gboolean raise_rref_leaks;
     GPtrArray *spare_tensors; /* an empty side list for the next encode, or NULL */
-    GByteArray *scratch;      /* the buffer messages are built in (NULL while in use) */
+    RpcCodecBuffer scratch;   /* the buffer messages are built in */
+    gboolean scratch_busy;    /* a build is using it (a nested build uses its own) */
 };
 
 /* --- trace kinds -------------------------------------------------------- */
@@ -172,7 +173,6 @@ rpc_agent_new(const RpcAgentConfig *cfg, GError **error)
     a->seen = g_new0(RpcIntMap, cfg->world_size);
     a->rrefs = rpc_rref_ctx_new(a);
     a->dist = rpc_dist_autograd_new(a);
-    a->scratch = g_byte_array_sized_new(256);
     return a;
 fail:
     rpc_registry_free(cfg->registry);
@@ -203,8 +203,7 @@ rpc_agent_free(RpcAgent *a)
     rpc_future_unref(a->idle);
     if (a->spare_tensors != NULL)
         g_ptr_array_unref(a->spare_tensors);
-    if (a->scratch != NULL)
-        g_byte_array_unref(a->scratch);
+    rpc_codec_buffer_clear(&a->scratch);
     g_hash_table_unref(a->gather_seq);
     g_hash_table_unref(a->gather_states);
     g_hash_table_unref(a->slots);
@@ -656,15 +655,15 @@ build_message(RpcAgent *a, RpcMessageType type, gint64 id, const RpcValue *body,
               GBytes **wire, GError **error)
 {
     GPtrArray *tensors = tensors_take(a);
-    GByteArray *scratch = a->scratch; /* NULL inside a nested build */
-    a->scratch = NULL;
+    RpcCodecBuffer *scratch = a->scratch_busy ? NULL : &a->scratch;
+    a->scratch_busy = TRUE;
     RpcCodecHooks hooks = {rpc_rref_pickle, NULL, a};
     rpc_rref_forks_begin(a->rrefs);
     RpcMessage *msg = rpc_message_build(type, id, body, tensors, &hooks, scratch, wire, error);
     forks_finish(a, msg != NULL, forks);
     tensors_release(a, tensors); /* the message holds its own reference */
     if (scratch != NULL)
-        a->scratch = scratch;
+        a->scratch_busy = FALSE;
     return msg;
 }
 

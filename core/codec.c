@@ -388,6 +388,40 @@ rpc_codec_encode(const RpcValue *v, GPtrArray *tensors, const RpcCodecHooks *hoo
 }
 
 gboolean
+rpc_codec_encode_append(RpcCodecBuffer *out, const RpcValue *v, GPtrArray *tensors,
+                        const RpcCodecHooks *hooks, GError **error)
+{
+    g_return_val_if_fail(out != NULL && v != NULL, FALSE);
+    g_return_val_if_fail(error == NULL || *error == NULL, FALSE);
+    gsize base = out->len;
+    Encoder e = {{out->data, base, out->cap, NULL}, tensors, hooks};
+    gboolean ok = encode_root(&e, v, error);
+    out->data = e.buf.data; /* it may have moved */
+    out->cap = e.buf.cap;
+    out->len = ok ? e.buf.len : base;
+    return ok;
+}
+
+guint8 *
+rpc_codec_buffer_reserve(RpcCodecBuffer *b, gsize n)
+{
+    Buf buf = {b->data, b->len, b->cap, NULL};
+    guint8 *p = buf_reserve(&buf, n);
+    b->data = buf.data;
+    b->len = buf.len;
+    b->cap = buf.cap;
+    return p;
+}
+
+void
+rpc_codec_buffer_clear(RpcCodecBuffer *b)
+{
+    g_free(b->data);
+    b->data = NULL;
+    b->len = b->cap = 0;
+}
+
+gboolean
 rpc_codec_encode_to_buffer(GByteArray *out, const RpcValue *v, GPtrArray *tensors,
                            const RpcCodecHooks *hooks, GError **error)
 {

@@ -66,6 +66,22 @@ GBytes *rpc_codec_encode(const RpcValue *v, GPtrArray *tensors, const RpcCodecHo
  * TRUE, or FALSE + RuntimeError with `out` and `tensors` as they were on
  * entry.  Lets a caller build a whole message (header, payload, …) in one
  * buffer; a payload of 4 GiB or more cannot be appended (GByteArray). */
+/* A growable byte buffer owned by the caller: data[0 .. len) is content,
+ * cap bytes are allocated (g_realloc'd as needed; {NULL, 0, 0} is empty).
+ * Reused across encodes it stops allocating once it is big enough. */
+typedef struct {
+    guint8 *data;
+    gsize len;
+    gsize cap;
+} RpcCodecBuffer;
+/* The encoding of v appended to out (as rpc_codec_encode_to_buffer; out as
+ * it was on error). */
+gboolean rpc_codec_encode_append(RpcCodecBuffer *out, const RpcValue *v, GPtrArray *tensors,
+                                 const RpcCodecHooks *hooks, GError **error);
+/* Room for n more bytes at the end: returns where they start (len += n). */
+guint8 *rpc_codec_buffer_reserve(RpcCodecBuffer *b, gsize n);
+/* Frees the bytes; b is empty afterwards. */
+void rpc_codec_buffer_clear(RpcCodecBuffer *b);
 gboolean rpc_codec_encode_to_buffer(GByteArray *out, const RpcValue *v, GPtrArray *tensors,
                                     const RpcCodecHooks *hooks, GError **error);
 /* Decodes a payload whose tensor indices refer to `tensors` (nullable: none;

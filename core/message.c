@@ -361,16 +361,18 @@ rpc_message_encode(const RpcMessage *m)
 
 RpcMessage *
 rpc_message_build(RpcMessageType type, gint64 id, const RpcValue *body, GPtrArray *tensors,
-                  const RpcCodecHooks *hooks, GByteArray *scratch, GBytes **wire, GError **error)
+                  const RpcCodecHooks *hooks, RpcCodecBuffer *scratch, GBytes **wire,
+                  GError **error)
 {
     g_return_val_if_fail(rpc_message_type_is_known((guint)type), NULL);
     g_return_val_if_fail(body != NULL && tensors != NULL && wire != NULL, NULL);
     guint base = tensors->len;
-    GByteArray *buf = scratch ? scratch : g_byte_array_sized_new(256);
-    g_byte_array_set_size(buf, RPC_WIRE_HEADER_SIZE);
-    if (!rpc_codec_encode_to_buffer(buf, body, tensors, hooks, error)) {
-        if (scratch == NULL)
-            g_byte_array_unref(buf);
+    RpcCodecBuffer local = {NULL, 0, 0};
+    RpcCodecBuffer *buf = scratch ? scratch : &local;
+    buf->len = 0;
+    rpc_codec_buffer_reserve(buf, RPC_WIRE_HEADER_SIZE);
+    if (!rpc_codec_encode_append(buf, body, tensors, hooks, error)) {
+        rpc_codec_buffer_clear(&local);
         return NULL;
     }
     gsize plen = buf->len - RPC_WIRE_HEADER_SIZE;
@@ -379,19 +381,18 @@ rpc_message_build(RpcMessageType type, gint64 id, const RpcValue *body, GPtrArra
                     "message payload too large: %" G_GSIZE_FORMAT " bytes", plen);
         while (tensors->len > base)
             rpc_tensor_unref(g_ptr_array_steal_index(tensors, tensors->len - 1));
-        if (scratch == NULL)
-            g_byte_array_unref(buf);
+        rpc_codec_buffer_clear(&local);
         return NULL;
     }
-    gsize at = buf->len;
-    g_byte_array_set_size(buf, (guint)(at + tensors_wire_size(tensors)));
-    guint8 *end = write_tensors(buf->data + at, tensors);
+    guint8 *end = write_tensors(rpc_codec_buffer_reserve(buf, tensors_wire_size(tensors)), tensors);
     g_assert(end == buf->data + buf->len);
     write_header(buf->data, type, id, plen);
-    /* One exact-size copy: the scratch buffer stays with the caller. */
-    *wire = g_bytes_new(buf->data, buf->len);
-    if (scratch == NULL)
-        g_byte_array_unref(buf);
+    if (scratch != NULL) {
+        /* One exact-size copy: the scratch buffer stays with the caller. */
+        *wire = g_bytes_new(buf->data, buf->len);
+    } else {
+        *wire = g_bytes_new_take(local.data, local.len);
+    }
     RpcMessage *m = rpc_message_new(type, id, g_bytes_ref(*wire),
                                     tensors->len > 0 ? g_ptr_array_ref(tensors) : NULL);
     m->payload = NULL; /* the payload is a slice of the wire */

@@ -33,6 +33,7 @@
 
 #include <glib.h>
 
+#include "core/codec.h"
 #include "core/tensor.h"
 #include "core/value.h"
 
@@ -129,10 +130,9 @@ RpcMessage *rpc_message_decode(const guint8 *data, gsize len, GError **error);
  * a buffer to build in, reused across calls (its content is overwritten;
  * the wire is one exact-size copy of it).  NULL + error when body cannot be
  * encoded, `tensors` then as it was. */
-struct RpcCodecHooks;
 RpcMessage *rpc_message_build(RpcMessageType type, gint64 id, const RpcValue *body,
-                              GPtrArray *tensors, const struct RpcCodecHooks *hooks,
-                              GByteArray *scratch, GBytes **wire, GError **error);
+                              GPtrArray *tensors, const RpcCodecHooks *hooks,
+                              RpcCodecBuffer *scratch, GBytes **wire, GError **error);
 /* The same over a GBytes: the payload shares wire's buffer (no copy). */
 RpcMessage *rpc_message_decode_bytes(GBytes *wire, GError **error);
 

@@ -68,7 +68,8 @@ struct RpcRRefCtx {
     GHashTable *pending_children; /* gint64* → RpcRRef* (strong) */
     GHashTable *live;             /* set of RpcRRef* (weak; never walked observably) */
     guint num_pending_futures;
-    GArray *journal; /* ForkEntry: forks of the message being encoded, or NULL */
+    GArray *journal;     /* ForkEntry: forks of the message being encoded, or NULL */
+    gboolean journaling; /* between rpc_rref_forks_begin and _end */
     gboolean destroyed;
     RpcFuture *flushed;      /* waiters: pending users and children empty */
     RpcFuture *owners_empty; /* waiters: owners and forks empty */
@@ -685,8 +686,8 @@ typedef struct {
 void
 rpc_rref_forks_begin(RpcRRefCtx *c)
 {
-    g_assert(c->journal == NULL); /* one message is encoded at a time */
-    c->journal = g_array_new(FALSE, FALSE, sizeof(ForkEntry));
+    g_assert(!c->journaling); /* one message is encoded at a time */
+    c->journaling = TRUE;     /* the journal array is made by the first fork */
 }
 
 GArray *
@@ -694,6 +695,7 @@ rpc_rref_forks_end(RpcRRefCtx *c)
 {
     GArray *j = c->journal;
     c->journal = NULL;
+    c->journaling = FALSE;
     if (j != NULL && j->len == 0) {
         g_array_unref(j);
         j = NULL;
@@ -757,8 +759,10 @@ rpc_rref_pickle(gpointer data, const RpcValue *opaque, const char **ext_name, Rp
         g_hash_table_insert(c->pending_children, key_new(fk), rref_ref(r));
     }
     TRACE(c, tk_fork, r->owner, rk, fk, NULL);
-    if (c->journal != NULL) {
+    if (c->journaling) {
         ForkEntry e = {r->owner, rk, fk, r->owner_side};
+        if (c->journal == NULL)
+            c->journal = g_array_new(FALSE, FALSE, sizeof(ForkEntry));
         g_array_append_val(c->journal, e);
     }
     RpcValue *w = rpc_value_new_list();

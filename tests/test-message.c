@@ -105,8 +105,9 @@ test_empty_parts_are_shared(void)
 static void
 test_build_matches_encode(void)
 {
-    GByteArray *scratch = g_byte_array_new();
-    g_byte_array_append(scratch, (const guint8 *)"stale bytes", 11);
+    RpcCodecBuffer scratch_buf = {NULL, 0, 0};
+    RpcCodecBuffer *scratch = &scratch_buf;
+    memcpy(rpc_codec_buffer_reserve(scratch, 11), "stale bytes", 11);
     for (guint round = 0; round < 4; round++) {
         gboolean use_scratch = round % 2 == 1, with_tensor = round >= 2;
         RpcValue *body = rpc_value_new_list();
@@ -159,7 +160,8 @@ test_build_matches_encode(void)
     g_clear_error(&err);
     g_ptr_array_unref(t);
     rpc_value_unref(bad);
-    g_byte_array_unref(scratch);
+    rpc_codec_buffer_clear(scratch);
+    g_assert_null(scratch->data);
 }
 
 int
