@@ -651,20 +651,53 @@ encode_body_forks(RpcAgent *a, const RpcValue *body, GPtrArray **tensors, GArray
 /* The same, straight into a `type` message `id` and its wire form (one
  * buffer, rpc_message_build); NULL + error when body cannot be encoded. */
 static RpcMessage *
-build_message(RpcAgent *a, RpcMessageType type, gint64 id, const RpcValue *body, GArray **forks,
-              GBytes **wire, GError **error)
+build_message_with(RpcAgent *a, RpcMessageType type, gint64 id, RpcMessageBodyFunc encode,
+                   gconstpointer body, GArray **forks, GBytes **wire, GError **error)
 {
     GPtrArray *tensors = tensors_take(a);
     RpcCodecBuffer *scratch = a->scratch_busy ? NULL : &a->scratch;
     a->scratch_busy = TRUE;
     RpcCodecHooks hooks = {rpc_rref_pickle, NULL, a};
     rpc_rref_forks_begin(a->rrefs);
-    RpcMessage *msg = rpc_message_build(type, id, body, tensors, &hooks, scratch, wire, error);
+    RpcMessage *msg =
+        rpc_message_build_with(type, id, encode, body, tensors, &hooks, scratch, wire, error);
     forks_finish(a, msg != NULL, forks);
     tensors_release(a, tensors); /* the message holds its own reference */
     if (scratch != NULL)
         a->scratch_busy = FALSE;
     return msg;
+}
+
+static gboolean
+encode_value_body(RpcCodecBuffer *out, gconstpointer body, GPtrArray *tensors,
+                  const RpcCodecHooks *hooks, GError **error)
+{
+    return rpc_codec_encode_append(out, body, tensors, hooks, error);
+}
+
+static RpcMessage *
+build_message(RpcAgent *a, RpcMessageType type, gint64 id, const RpcValue *body, GArray **forks,
+              GBytes **wire, GError **error)
+{
+    return build_message_with(a, type, id, encode_value_body, body, forks, wire, error);
+}
+
+/* A user call's body [name, args, kwargs, async], encoded without building
+ * the list (rpc_codec_encode_call_append). */
+typedef struct {
+    const char *name;
+    const RpcValue *args;   /* nullable: [] */
+    const RpcValue *kwargs; /* nullable: {} */
+    gboolean is_async;
+} CallBody;
+
+static gboolean
+encode_call_body(RpcCodecBuffer *out, gconstpointer body, GPtrArray *tensors,
+                 const RpcCodecHooks *hooks, GError **error)
+{
+    const CallBody *c = body;
+    return rpc_codec_encode_call_append(out, c->name, c->args, c->kwargs, c->is_async, tensors,
+                                        hooks, error);
 }
 
 static GBytes *
@@ -738,15 +771,16 @@ send_encoded(RpcAgent *a, gint dst, RpcMessageType type, GBytes *payload, GPtrAr
     return send_message(a, dst, msg, NULL, timeout, what);
 }
 
-/* Sends a request; NULL + error when the body cannot be encoded. */
+/* Sends a request whose body encode() writes; NULL + error when the body
+ * cannot be encoded. */
 static RpcFuture *
-send_request(RpcAgent *a, gint dst, RpcMessageType type, RpcValue *body, RpcTime timeout,
-             const char *what, GError **error)
+send_request_with(RpcAgent *a, gint dst, RpcMessageType type, RpcMessageBodyFunc encode,
+                  gconstpointer body, RpcTime timeout, const char *what, GError **error)
 {
     GArray *forks;
     GBytes *wire;
     gint64 id = a->next_message_id++;
-    RpcMessage *msg = build_message(a, type, id, body, &forks, &wire, error);
+    RpcMessage *msg = build_message_with(a, type, id, encode, body, &forks, &wire, error);
     if (msg == NULL) {
         if (a->next_message_id == id + 1)
             a->next_message_id = id; /* nothing was sent: the id is not used */
@@ -760,6 +794,13 @@ send_request(RpcAgent *a, gint dst, RpcMessageType type, RpcValue *body, RpcTime
     else if (forks != NULL)
         g_array_unref(forks);
     return fut;
+}
+
+static RpcFuture *
+send_request(RpcAgent *a, gint dst, RpcMessageType type, RpcValue *body, RpcTime timeout,
+             const char *what, GError **error)
+{
+    return send_request_with(a, dst, type, encode_value_body, body, timeout, what, error);
 }
 
 RpcFuture *
@@ -915,17 +956,6 @@ rpc_agent_send_with_retries(RpcAgent *a, gint dst, RpcMessageType type, RpcValue
     return result;
 }
 
-static RpcValue *
-make_call_body(const RpcFunctionDef *def, RpcValue *args, RpcValue *kwargs)
-{
-    RpcValue *body = rpc_value_new_list();
-    rpc_value_list_append(body, rpc_value_new_string(rpc_function_wire_name(def)));
-    rpc_value_list_append(body, args ? args : rpc_value_new_list());
-    rpc_value_list_append(body, kwargs ? kwargs : rpc_value_new_dict());
-    rpc_value_list_append(body, rpc_value_new_bool((def->flags & RPC_FUNC_ASYNC) != 0));
-    return body;
-}
-
 RpcFuture *
 rpc_async(RpcAgent *a, const RpcValue *to, const char *func, RpcValue *args, RpcValue *kwargs,
           RpcTime timeout, GError **error)
@@ -956,12 +986,10 @@ rpc_async(RpcAgent *a, const RpcValue *to, const char *func, RpcValue *args, Rpc
             goto out;
         }
     }
-    RpcValue *body = make_call_body(def, args, kwargs);
-    args = kwargs = NULL; /* now owned by body */
+    CallBody body = {rpc_function_wire_name(def), args, kwargs, (def->flags & RPC_FUNC_ASYNC) != 0};
     RpcMessageType type =
         (def->flags & RPC_FUNC_BUILTIN) ? RPC_MSG_SCRIPT_CALL : RPC_MSG_PYTHON_CALL;
-    fut = send_request(a, dst, type, body, timeout, def->name, error);
-    rpc_value_unref(body);
+    fut = send_request_with(a, dst, type, encode_call_body, &body, timeout, def->name, error);
 out:
     rpc_value_unref(args);
     rpc_value_unref(kwargs);

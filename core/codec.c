@@ -402,6 +402,44 @@ rpc_codec_encode_append(RpcCodecBuffer *out, const RpcValue *v, GPtrArray *tenso
     return ok;
 }
 
+gboolean
+rpc_codec_encode_call_append(RpcCodecBuffer *out, const char *name, const RpcValue *args,
+                             const RpcValue *kwargs, gboolean is_async, GPtrArray *tensors,
+                             const RpcCodecHooks *hooks, GError **error)
+{
+    g_return_val_if_fail(out != NULL && name != NULL, FALSE);
+    g_return_val_if_fail(args == NULL || rpc_value_type(args) == RPC_VALUE_LIST, FALSE);
+    g_return_val_if_fail(kwargs == NULL || rpc_value_type(kwargs) == RPC_VALUE_DICT, FALSE);
+    gsize base = out->len;
+    guint tbase = tensors ? tensors->len : 0;
+    Encoder e = {{out->data, base, out->cap, NULL}, tensors, hooks};
+    /* Exactly what encode_value writes for the 4-item list (depth 0). */
+    put_u8(&e.buf, TAG_LIST);
+    put_u32(&e.buf, 4);
+    put_u8(&e.buf, TAG_STR);
+    gboolean ok = put_str(&e, name, "string", error);
+    if (ok && args != NULL) {
+        ok = encode_value(&e, args, 1, error);
+    } else if (ok) {
+        put_u8(&e.buf, TAG_LIST);
+        put_u32(&e.buf, 0);
+    }
+    if (ok && kwargs != NULL) {
+        ok = encode_value(&e, kwargs, 1, error);
+    } else if (ok) {
+        put_u8(&e.buf, TAG_DICT);
+        put_u32(&e.buf, 0);
+    }
+    if (ok)
+        put_u8(&e.buf, is_async ? TAG_TRUE : TAG_FALSE);
+    while (!ok && tensors != NULL && tensors->len > tbase)
+        rpc_tensor_unref(g_ptr_array_steal_index(tensors, tensors->len - 1));
+    out->data = e.buf.data;
+    out->cap = e.buf.cap;
+    out->len = ok ? e.buf.len : base;
+    return ok;
+}
+
 guint8 *
 rpc_codec_buffer_reserve(RpcCodecBuffer *b, gsize n)
 {

@@ -78,6 +78,12 @@ typedef struct {
  * it was on error). */
 gboolean rpc_codec_encode_append(RpcCodecBuffer *out, const RpcValue *v, GPtrArray *tensors,
                                  const RpcCodecHooks *hooks, GError **error);
+/* The encoding of the call body [name, args, kwargs, is_async] (args NULL:
+ * [], kwargs NULL: {}) appended to out, byte for byte what encoding that
+ * list value gives, without building it (the RPC hot path). */
+gboolean rpc_codec_encode_call_append(RpcCodecBuffer *out, const char *name, const RpcValue *args,
+                                      const RpcValue *kwargs, gboolean is_async, GPtrArray *tensors,
+                                      const RpcCodecHooks *hooks, GError **error);
 /* Room for n more bytes at the end: returns where they start (len += n). */
 guint8 *rpc_codec_buffer_reserve(RpcCodecBuffer *b, gsize n);
 /* Frees the bytes; b is empty afterwards. */

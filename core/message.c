@@ -2,7 +2,8 @@
  *
  * A message is immutable once built except for its id (the agent stamps
  * requests just before sending); it is refcounted so the transport, the
- * faulty agent and a retry queue can share one without copying.
+ * faulty agent and a retry queue can share one without copying.  The count
+ * is not atomic: a message lives on one thread (its wire GBytes may travel).
  *
  * The decoder is a pure function over untrusted bytes.  Invariants:
  *   - every read is preceded by a check that the bytes are there, phrased as
@@ -34,7 +35,7 @@
 #define TENSOR_MIN_BYTES 6
 
 struct RpcMessage {
-    gatomicrefcount ref;
+    gint ref; /* plain: a message stays on one thread (see message.h) */
     RpcMessageType type;
     gint64 id;
     /* The payload is data[0 .. len) owned by `owner`: the payload GBytes
@@ -165,7 +166,7 @@ rpc_message_new(RpcMessageType type, gint64 id, GBytes *payload, GPtrArray *tens
     g_return_val_if_fail(payload == NULL || g_bytes_get_size(payload) <= G_MAXUINT32, NULL);
     g_return_val_if_fail(tensors == NULL || tensors->len <= G_MAXUINT32, NULL);
     RpcMessage *m = rpc_pool_new_raw(RpcMessage);
-    g_atomic_ref_count_init(&m->ref);
+    m->ref = 1;
     m->type = type;
     m->id = id;
     m->payload = payload ? payload : g_bytes_ref(empty_payload());
@@ -183,14 +184,14 @@ RpcMessage *
 rpc_message_ref(RpcMessage *m)
 {
     g_return_val_if_fail(m != NULL, NULL);
-    g_atomic_ref_count_inc(&m->ref);
+    m->ref++;
     return m;
 }
 
 void
 rpc_message_unref(RpcMessage *m)
 {
-    if (m == NULL || !g_atomic_ref_count_dec(&m->ref))
+    if (m == NULL || --m->ref > 0)
         return;
     if (m->payload != NULL && m->payload != m->owner)
         g_bytes_unref(m->payload);
@@ -359,19 +360,36 @@ rpc_message_encode(const RpcMessage *m)
     return g_bytes_new_take(out, total);
 }
 
+static gboolean
+encode_value_body(RpcCodecBuffer *out, gconstpointer body, GPtrArray *tensors,
+                  const RpcCodecHooks *hooks, GError **error)
+{
+    return rpc_codec_encode_append(out, body, tensors, hooks, error);
+}
+
 RpcMessage *
 rpc_message_build(RpcMessageType type, gint64 id, const RpcValue *body, GPtrArray *tensors,
                   const RpcCodecHooks *hooks, RpcCodecBuffer *scratch, GBytes **wire,
                   GError **error)
 {
+    g_return_val_if_fail(body != NULL, NULL);
+    return rpc_message_build_with(type, id, encode_value_body, body, tensors, hooks, scratch, wire,
+                                  error);
+}
+
+RpcMessage *
+rpc_message_build_with(RpcMessageType type, gint64 id, RpcMessageBodyFunc encode,
+                       gconstpointer body, GPtrArray *tensors, const RpcCodecHooks *hooks,
+                       RpcCodecBuffer *scratch, GBytes **wire, GError **error)
+{
     g_return_val_if_fail(rpc_message_type_is_known((guint)type), NULL);
-    g_return_val_if_fail(body != NULL && tensors != NULL && wire != NULL, NULL);
+    g_return_val_if_fail(encode != NULL && tensors != NULL && wire != NULL, NULL);
     guint base = tensors->len;
     RpcCodecBuffer local = {NULL, 0, 0};
     RpcCodecBuffer *buf = scratch ? scratch : &local;
     buf->len = 0;
     rpc_codec_buffer_reserve(buf, RPC_WIRE_HEADER_SIZE);
-    if (!rpc_codec_encode_append(buf, body, tensors, hooks, error)) {
+    if (!encode(buf, body, tensors, hooks, error)) {
         rpc_codec_buffer_clear(&local);
         return NULL;
     }

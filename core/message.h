@@ -80,6 +80,8 @@ typedef enum {
     RPC_MSG_UNKNOWN = 0x3c,
 } RpcMessageType;
 
+/* Refcounted, not thread-safe: a message is used by one thread at a time
+ * (hand its wire form, a GBytes, to another thread instead). */
 typedef struct RpcMessage RpcMessage;
 
 /* payload (transfer full, nullable: empty); tensors (transfer full, nullable:
@@ -133,6 +135,15 @@ RpcMessage *rpc_message_decode(const guint8 *data, gsize len, GError **error);
 RpcMessage *rpc_message_build(RpcMessageType type, gint64 id, const RpcValue *body,
                               GPtrArray *tensors, const RpcCodecHooks *hooks,
                               RpcCodecBuffer *scratch, GBytes **wire, GError **error);
+/* The same with the payload written by encode(out, body, tensors, hooks,
+ * error), which appends to out and, on failure, leaves out and tensors as
+ * they were (as rpc_codec_encode_append and _encode_call_append do). */
+typedef gboolean (*RpcMessageBodyFunc)(RpcCodecBuffer *out, gconstpointer body, GPtrArray *tensors,
+                                       const RpcCodecHooks *hooks, GError **error);
+RpcMessage *rpc_message_build_with(RpcMessageType type, gint64 id, RpcMessageBodyFunc encode,
+                                   gconstpointer body, GPtrArray *tensors,
+                                   const RpcCodecHooks *hooks, RpcCodecBuffer *scratch,
+                                   GBytes **wire, GError **error);
 /* The same over a GBytes: the payload shares wire's buffer (no copy). */
 RpcMessage *rpc_message_decode_bytes(GBytes *wire, GError **error);
 

@@ -15,21 +15,13 @@
 #endif
 #endif
 
-#define CLASS_SHIFT 4 /* 16-byte classes */
-#define N_CLASSES   (RPC_POOL_MAX_SIZE >> CLASS_SHIFT)
+#define CLASS_SHIFT RPC_POOL_CLASS_SHIFT_
+#define N_CLASSES   RPC_POOL_N_CLASSES_
 
-typedef struct Block {
-    struct Block *next;
-} Block;
+typedef RpcPoolBlock_ Block;
 
-typedef struct {
-    Block *list[N_CLASSES];
-    guint count[N_CLASSES];
-} Cache;
-
-static _Thread_local Cache cache;
-/* 0: not decided yet; 1: pooling; 2: straight to g_malloc. */
-static _Thread_local int mode;
+_Thread_local RpcPoolCache_ rpc_pool_cache_;
+#define cache rpc_pool_cache_
 
 static int
 decide(void)
@@ -40,14 +32,14 @@ decide(void)
      * the build as it runs; memcheck wants every lifetime exact. */
     off = off || (RUNNING_ON_VALGRIND && g_getenv("RPCSIM_POOL") == NULL);
 #endif
-    mode = off ? 2 : 1;
-    return mode;
+    cache.mode = off ? 2 : 1;
+    return cache.mode;
 }
 
 static inline gboolean
 pooled(gsize size)
 {
-    int m = mode != 0 ? mode : decide();
+    int m = cache.mode != 0 ? cache.mode : decide();
     return m == 1 && size - 1 < RPC_POOL_MAX_SIZE;
 }
 
@@ -63,8 +55,10 @@ rpc_pool_enabled(void)
     return pooled(1);
 }
 
+/* The inline path missed: the mode is not decided yet, the size is not
+ * pooled, the pool is off, or the class's list is empty. */
 gpointer
-rpc_pool_alloc(gsize size)
+rpc_pool_alloc_slow_(gsize size)
 {
     if (!pooled(size))
         return g_malloc(size);
@@ -86,7 +80,7 @@ rpc_pool_alloc0(gsize size)
 }
 
 void
-rpc_pool_free(gpointer p, gsize size)
+rpc_pool_free_slow_(gpointer p, gsize size)
 {
     if (p == NULL)
         return;

@@ -30,20 +30,71 @@
 #define RPC_POOL_H
 
 #include <glib.h>
+#include <string.h>
 
 G_BEGIN_DECLS
 
 #define RPC_POOL_MAX_SIZE   256
 #define RPC_POOL_MAX_CACHED 4096
 
-gpointer rpc_pool_alloc(gsize size);
 gpointer rpc_pool_alloc0(gsize size);
-void rpc_pool_free(gpointer p, gsize size);
 void rpc_pool_trim(void);
 /* TRUE when blocks are recycled (not under valgrind / RPCSIM_NO_POOL). */
 gboolean rpc_pool_enabled(void);
 
-#define rpc_pool_new(T)       ((T *)rpc_pool_alloc0(sizeof(T)))
+/* --- the inline fast path (internals: use the functions above/below) ---- */
+
+#define RPC_POOL_CLASS_SHIFT_ 4 /* 16-byte classes */
+#define RPC_POOL_N_CLASSES_   (RPC_POOL_MAX_SIZE >> RPC_POOL_CLASS_SHIFT_)
+
+typedef struct RpcPoolBlock_ {
+    struct RpcPoolBlock_ *next;
+} RpcPoolBlock_;
+
+typedef struct {
+    int mode; /* 0: not decided yet; 1: pooling; 2: straight to g_malloc */
+    RpcPoolBlock_ *list[RPC_POOL_N_CLASSES_];
+    guint count[RPC_POOL_N_CLASSES_];
+} RpcPoolCache_;
+
+extern _Thread_local RpcPoolCache_ rpc_pool_cache_;
+gpointer rpc_pool_alloc_slow_(gsize size);
+void rpc_pool_free_slow_(gpointer p, gsize size);
+
+static inline gpointer
+rpc_pool_alloc(gsize size)
+{
+    RpcPoolCache_ *c = &rpc_pool_cache_;
+    if (G_LIKELY(c->mode == 1 && size - 1 < RPC_POOL_MAX_SIZE)) {
+        guint k = (guint)((size - 1) >> RPC_POOL_CLASS_SHIFT_);
+        RpcPoolBlock_ *b = c->list[k];
+        if (G_LIKELY(b != NULL)) {
+            c->list[k] = b->next;
+            c->count[k]--;
+            return b;
+        }
+    }
+    return rpc_pool_alloc_slow_(size);
+}
+
+static inline void
+rpc_pool_free(gpointer p, gsize size)
+{
+    RpcPoolCache_ *c = &rpc_pool_cache_;
+    if (G_LIKELY(p != NULL && c->mode == 1 && size - 1 < RPC_POOL_MAX_SIZE)) {
+        guint k = (guint)((size - 1) >> RPC_POOL_CLASS_SHIFT_);
+        if (G_LIKELY(c->count[k] < RPC_POOL_MAX_CACHED)) {
+            RpcPoolBlock_ *b = p;
+            b->next = c->list[k];
+            c->list[k] = b;
+            c->count[k]++;
+            return;
+        }
+    }
+    rpc_pool_free_slow_(p, size);
+}
+
+#define rpc_pool_new(T)       ((T *)memset(rpc_pool_alloc(sizeof(T)), 0, sizeof(T)))
 #define rpc_pool_new_raw(T)   ((T *)rpc_pool_alloc(sizeof(T)))
 #define rpc_pool_delete(T, p) rpc_pool_free((p), sizeof(T))
 

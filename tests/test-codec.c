@@ -1914,6 +1914,84 @@ test_guard_page(void)
     g_test_trap_assert_failed();
 }
 
+/* rpc_codec_encode_append (an RpcCodecBuffer) gives encode's bytes after a
+ * prefix; rpc_codec_encode_call_append gives, byte for byte, the encoding
+ * of the [name, args, kwargs, async] list it does not build; both leave the
+ * buffer and tensor list as they were on failure. */
+static void
+test_encode_append_and_call(void)
+{
+    RpcValue *args_cases[] = {
+        NULL, list_of(0),
+        list_of(2, rpc_value_new_int(3), rpc_value_new_tensor(rpc_tensor_new_scalar(F32, 4)))};
+    RpcValue *kw = rpc_value_new_dict();
+    rpc_value_dict_set(kw, "alpha", rpc_value_new_double(0.5));
+    RpcValue *kwargs_cases[] = {NULL, rpc_value_new_dict(), kw};
+    for (gsize i = 0; i < G_N_ELEMENTS(args_cases); i++) {
+        for (gsize j = 0; j < G_N_ELEMENTS(kwargs_cases); j++) {
+            for (int is_async = 0; is_async < 2; is_async++) {
+                RpcValue *body =
+                    list_of(4, rpc_value_new_string("my_module.func"),
+                            args_cases[i] ? rpc_value_ref(args_cases[i]) : rpc_value_new_list(),
+                            kwargs_cases[j] ? rpc_value_ref(kwargs_cases[j]) : rpc_value_new_dict(),
+                            rpc_value_new_bool(is_async));
+                GPtrArray *ts1 = tensor_array(), *ts2 = tensor_array(), *ts3 = tensor_array();
+                GBytes *want = encode_ok(body, ts1);
+                RpcCodecBuffer b = {NULL, 0, 0};
+                memcpy(rpc_codec_buffer_reserve(&b, 3), "pre", 3);
+                GError *err = NULL;
+                g_assert_true(rpc_codec_encode_call_append(&b, "my_module.func", args_cases[i],
+                                                           kwargs_cases[j], is_async, ts2, NULL,
+                                                           &err));
+                g_assert_no_error(err);
+                g_assert_cmpmem(b.data, 3, "pre", 3);
+                g_assert_cmpmem(b.data + 3, b.len - 3, g_bytes_get_data(want, NULL),
+                                g_bytes_get_size(want));
+                g_assert_cmpuint(ts2->len, ==, ts1->len);
+                b.len = 0;
+                g_assert_true(rpc_codec_encode_append(&b, body, ts3, NULL, &err));
+                g_assert_cmpmem(b.data, b.len, g_bytes_get_data(want, NULL),
+                                g_bytes_get_size(want));
+                rpc_codec_buffer_clear(&b);
+                g_assert_null(b.data);
+                g_bytes_unref(want);
+                g_ptr_array_unref(ts1);
+                g_ptr_array_unref(ts2);
+                g_ptr_array_unref(ts3);
+                rpc_value_unref(body);
+            }
+        }
+    }
+    /* Failures: a future in args; a name that is not UTF-8. */
+    RpcFuture *f = rpc_future_new(NULL);
+    RpcValue *bad =
+        list_of(2, rpc_value_new_tensor(rpc_tensor_new_scalar(F32, 2)), rpc_value_new_future(f));
+    rpc_future_unref(f);
+    RpcCodecBuffer b = {NULL, 0, 0};
+    memcpy(rpc_codec_buffer_reserve(&b, 2), "ab", 2);
+    GPtrArray *ts = tensor_array();
+    GError *err = NULL;
+    g_assert_false(rpc_codec_encode_call_append(&b, "f", bad, NULL, FALSE, ts, NULL, &err));
+    g_assert_error(err, RPC_ERROR, RPC_ERROR_RUNTIME);
+    g_clear_error(&err);
+    g_assert_cmpuint(b.len, ==, 2);
+    g_assert_cmpuint(ts->len, ==, 0);
+    g_assert_false(rpc_codec_encode_call_append(&b, "\xff", NULL, NULL, FALSE, ts, NULL, &err));
+    g_assert_error(err, RPC_ERROR, RPC_ERROR_RUNTIME);
+    g_clear_error(&err);
+    g_assert_false(rpc_codec_encode_append(&b, bad, ts, NULL, &err));
+    g_clear_error(&err);
+    g_assert_cmpuint(b.len, ==, 2);
+    g_assert_cmpmem(b.data, 2, "ab", 2);
+    rpc_codec_buffer_clear(&b);
+    g_ptr_array_unref(ts);
+    rpc_value_unref(bad);
+    for (gsize i = 0; i < G_N_ELEMENTS(args_cases); i++)
+        rpc_value_unref(args_cases[i]);
+    for (gsize j = 0; j < G_N_ELEMENTS(kwargs_cases); j++)
+        rpc_value_unref(kwargs_cases[j]);
+}
+
 int
 main(int argc, char **argv)
 {
@@ -1922,6 +2000,7 @@ main(int argc, char **argv)
     g_test_add_func("/codec/golden/call-body", test_golden_call_body);
     g_test_add_func("/codec/golden/wide", test_golden_wide);
     g_test_add_func("/codec/encode/to-buffer", test_encode_to_buffer);
+    g_test_add_func("/codec/encode/append-and-call", test_encode_append_and_call);
     g_test_add_func("/codec/encode/string-checks", test_encode_string_checks);
     g_test_add_func("/codec/decode/string-checks", test_decode_string_checks);
     g_test_add_func("/codec/roundtrip/scalars", test_roundtrip_scalars);
