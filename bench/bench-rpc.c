@@ -28,9 +28,12 @@ load_run(gpointer data)
     guint nw = sim_world_n_workers(l->w);
     SimRng rng;
     sim_kernel_rng(sim_world_kernel(l->w), "bench", l->worker, &rng);
+    /* The destination is a value the caller builds; ping-pong builds it once,
+     * as a program calling one peer in a loop would. */
+    RpcValue *fixed = l->random_peer ? NULL : rpc_value_new_int(1);
     for (guint i = 0; i < l->n; i++) {
-        gint64 peer = l->random_peer ? (gint64)sim_rng_below(&rng, nw) : 1;
-        RpcValue *to = rpc_value_new_int(peer);
+        RpcValue *to =
+            fixed ? rpc_value_ref(fixed) : rpc_value_new_int((gint64)sim_rng_below(&rng, nw));
         GError *err = NULL;
         RpcValue *v = rpc_sync(a, to, "light_rpc", NULL, NULL, RPC_TIMEOUT_UNSET, &err);
         rpc_value_unref(to);
@@ -40,6 +43,7 @@ load_run(gpointer data)
         }
         rpc_value_unref(v);
     }
+    rpc_value_unref(fixed);
 }
 
 /* Runs `total` round trips over n_workers (each worker's program sends its

@@ -1328,6 +1328,16 @@ rpc_agent_parse_call_body(const RpcValue *body, guint want, const char **name,
 }
 
 static void
+serve_call_parts(RpcAgent *a, gint from, gint64 id, RpcMessageType type, const char *name,
+                 const RpcValue *args, const RpcValue *kwargs, gboolean is_async)
+{
+    gboolean python = type == RPC_MSG_PYTHON_CALL;
+    RpcFuture *out = rpc_agent_run_function(a, name, args, kwargs, is_async, python);
+    rpc_agent_reply_when_done(a, from, id, python ? RPC_MSG_PYTHON_RET : RPC_MSG_SCRIPT_RET, out);
+    rpc_future_unref(out);
+}
+
+static void
 serve_call(RpcAgent *a, gint from, gint64 id, RpcMessageType type, RpcValue *body)
 {
     const char *name;
@@ -1337,10 +1347,7 @@ serve_call(RpcAgent *a, gint from, gint64 id, RpcMessageType type, RpcValue *bod
         respond_exception(a, from, id, "malformed call request");
         return;
     }
-    gboolean python = type == RPC_MSG_PYTHON_CALL;
-    RpcFuture *out = rpc_agent_run_function(a, name, args, kwargs, is_async, python);
-    rpc_agent_reply_when_done(a, from, id, python ? RPC_MSG_PYTHON_RET : RPC_MSG_SCRIPT_RET, out);
-    rpc_future_unref(out);
+    serve_call_parts(a, from, id, type, name, args, kwargs, is_async);
 }
 
 static void
@@ -1422,6 +1429,61 @@ held_confirmed(RpcFuture *f, gpointer data, GError **error)
     return TRUE;
 }
 
+/* decode_payload for a call body (rpc_codec_decode_call). */
+static RpcCodecCallResult
+decode_call_payload(RpcAgent *a, RpcMessage *msg, GPtrArray **pending, RpcCodecCall *call,
+                    GError **error)
+{
+    gsize len;
+    const guint8 *bytes = rpc_message_payload_data(msg, &len);
+    RpcDecodeCtx dctx = {a, TRUE, NULL};
+    RpcCodecHooks hooks = {NULL, rpc_rref_unpickle, &dctx};
+    RpcCodecCallResult r =
+        rpc_codec_decode_call(bytes, len, rpc_message_tensors(msg), &hooks, call, error);
+    *pending = dctx.pending;
+    return r;
+}
+
+static gboolean
+call_is_well_formed(const RpcCodecCall *c)
+{
+    return rpc_value_type(c->args) == RPC_VALUE_LIST &&
+           rpc_value_type(c->kwargs) == RPC_VALUE_DICT && rpc_value_type(c->flag) == RPC_VALUE_BOOL;
+}
+
+/* The body value rpc_codec_decode would have given (takes c's values). */
+static RpcValue *
+call_body_value(RpcCodecCall *c)
+{
+    RpcValue *body = rpc_value_new_list_sized(4);
+    rpc_value_list_append(body, rpc_value_new_string_len(c->name, c->name_len));
+    rpc_value_list_append(body, c->args);
+    rpc_value_list_append(body, c->kwargs);
+    rpc_value_list_append(body, c->flag);
+    return body;
+}
+
+/* dispatch_request + serve_call for a decoded call (takes c's values). */
+static void
+serve_decoded_call(RpcAgent *a, gint from, gint64 id, RpcMessageType type, RpcCodecCall *c)
+{
+    char buf[128];
+    char *heap = NULL;
+    const char *name = buf;
+    if (c->name_len < sizeof buf) {
+        memcpy(buf, c->name, c->name_len);
+        buf[c->name_len] = '\0';
+    } else {
+        name = heap = g_strndup(c->name, c->name_len);
+    }
+    TRACE(a, tk_serve, from, id, 0, name);
+    serve_call_parts(a, from, id, type, name, c->args, c->kwargs, rpc_value_get_bool(c->flag));
+    rpc_value_unref(c->args);
+    rpc_value_unref(c->kwargs);
+    rpc_value_unref(c->flag);
+    g_free(heap);
+}
+
 static void
 serve_request(Inbound *in)
 {
@@ -1431,7 +1493,27 @@ serve_request(Inbound *in)
     a->c.server_active_calls++;
     GError *err = NULL;
     GPtrArray *pending = NULL;
-    RpcValue *body = decode_payload(a, in->msg, &pending, &err);
+    RpcValue *body;
+    if (type == RPC_MSG_PYTHON_CALL || type == RPC_MSG_SCRIPT_CALL) {
+        RpcCodecCall call;
+        switch (decode_call_payload(a, in->msg, &pending, &call, &err)) {
+        case RPC_CODEC_CALL_OK:
+            if (pending == NULL && call_is_well_formed(&call)) {
+                serve_decoded_call(a, in->from, id, type, &call);
+                return;
+            }
+            body = call_body_value(&call);
+            break;
+        case RPC_CODEC_CALL_NOT_A_CALL:
+            body = decode_payload(a, in->msg, &pending, &err);
+            break;
+        default:
+            body = NULL;
+            break;
+        }
+    } else {
+        body = decode_payload(a, in->msg, &pending, &err);
+    }
     if (body == NULL) {
         a->c.decode_errors++;
         respond_exception(a, in->from, id, err->message);

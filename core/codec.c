@@ -840,6 +840,53 @@ decode_value(Decoder *d, guint depth, GError **error)
     }
 }
 
+RpcCodecCallResult
+rpc_codec_decode_call(const guint8 *data, gsize len, GPtrArray *tensors, const RpcCodecHooks *hooks,
+                      RpcCodecCall *out, GError **error)
+{
+    g_return_val_if_fail(data != NULL || len == 0, RPC_CODEC_CALL_ERROR);
+    g_return_val_if_fail(out != NULL && (error == NULL || *error == NULL), RPC_CODEC_CALL_ERROR);
+    /* The prefix is only looked at: anything unexpected before the first
+     * hook can run goes to rpc_codec_decode, which reports it its way. */
+    Decoder d = {data, len, 0, tensors, hooks};
+    if (len < 1 + 4 + 1 + 4 || data[0] != TAG_LIST || rd_u32(data + 1) != 4 || data[5] != TAG_STR)
+        return RPC_CODEC_CALL_NOT_A_CALL;
+    d.pos = 6;
+    guint32 n = rd_u32(data + d.pos);
+    d.pos += 4;
+    if (n > len - d.pos)
+        return RPC_CODEC_CALL_NOT_A_CALL;
+    const char *name = (const char *)data + d.pos;
+    if (!plain_ascii(name, n) &&
+        (memchr(name, '\0', n) != NULL || !g_utf8_validate_len(name, n, NULL)))
+        return RPC_CODEC_CALL_NOT_A_CALL;
+    d.pos += n;
+    /* From here on, exactly what decode_list does for items 1..3 (depth 1). */
+    RpcValue *args = decode_value(&d, 1, error);
+    RpcValue *kwargs = args ? decode_value(&d, 1, error) : NULL;
+    RpcValue *flag = kwargs ? decode_value(&d, 1, error) : NULL;
+    if (flag != NULL && d.pos != len) {
+        gsize extra = len - d.pos;
+        g_set_error(error, RPC_ERROR, RPC_ERROR_RUNTIME,
+                    "trailing bytes after value: %" G_GSIZE_FORMAT
+                    " byte%s at offset %" G_GSIZE_FORMAT,
+                    extra, extra == 1 ? "" : "s", d.pos);
+        rpc_value_unref(flag);
+        flag = NULL;
+    }
+    if (flag == NULL) {
+        rpc_value_unref(kwargs);
+        rpc_value_unref(args);
+        return RPC_CODEC_CALL_ERROR;
+    }
+    out->name = name;
+    out->name_len = n;
+    out->args = args;
+    out->kwargs = kwargs;
+    out->flag = flag;
+    return RPC_CODEC_CALL_OK;
+}
+
 RpcValue *
 rpc_codec_decode(const guint8 *data, gsize len, GPtrArray *tensors, const RpcCodecHooks *hooks,
                  GError **error)

@@ -95,6 +95,31 @@ gboolean rpc_codec_encode_to_buffer(GByteArray *out, const RpcValue *v, GPtrArra
  * full) or NULL + RuntimeError; every error on a proper prefix of a valid
  * payload starts with "truncated payload".  Non-canonical forms are errors:
  * duplicate dict keys, an error kind that does not match its type name. */
+/* A call body [name, args, kwargs, flag] decoded without its list and name
+ * values (the receiving side of the RPC hot path):
+ *   RPC_CODEC_CALL_OK          out is set: name[0 .. name_len) points into
+ *                              data (valid UTF-8, no NUL, not terminated);
+ *                              args, kwargs, flag (transfer full) are the
+ *                              items as rpc_codec_decode gives them, of any
+ *                              type;
+ *   RPC_CODEC_CALL_NOT_A_CALL  data does not start like a 4-item list with a
+ *                              string first: nothing was decoded and no
+ *                              hook ran — use rpc_codec_decode;
+ *   RPC_CODEC_CALL_ERROR       an item failed: the error rpc_codec_decode
+ *                              gives for the same bytes. */
+typedef enum {
+    RPC_CODEC_CALL_OK,
+    RPC_CODEC_CALL_NOT_A_CALL,
+    RPC_CODEC_CALL_ERROR,
+} RpcCodecCallResult;
+typedef struct {
+    const char *name;
+    gsize name_len;
+    RpcValue *args, *kwargs, *flag;
+} RpcCodecCall;
+RpcCodecCallResult rpc_codec_decode_call(const guint8 *data, gsize len, GPtrArray *tensors,
+                                         const RpcCodecHooks *hooks, RpcCodecCall *out,
+                                         GError **error);
 RpcValue *rpc_codec_decode(const guint8 *data, gsize len, GPtrArray *tensors,
                            const RpcCodecHooks *hooks, GError **error);
 

@@ -159,24 +159,40 @@ empty_tensors(void)
     return empty;
 }
 
+/* A message over data[0 .. len) owned by `owner` (taken); tensors (taken,
+ * nullable or empty: none).  No argument checks: for this file's callers. */
+static RpcMessage *
+message_new(RpcMessageType type, gint64 id, GBytes *owner, const guint8 *data, gsize len,
+            GPtrArray *tensors)
+{
+    RpcMessage *m = rpc_pool_new_raw(RpcMessage);
+    m->ref = 1;
+    m->type = type;
+    m->id = id;
+    m->owner = owner;
+    m->data = data;
+    m->len = len;
+    m->payload = NULL;
+    if (tensors != NULL && tensors->len == 0 && tensors != empty_tensors()) {
+        g_ptr_array_unref(tensors);
+        tensors = NULL;
+    }
+    m->tensors = tensors ? tensors : g_ptr_array_ref(empty_tensors());
+    return m;
+}
+
 RpcMessage *
 rpc_message_new(RpcMessageType type, gint64 id, GBytes *payload, GPtrArray *tensors)
 {
     g_return_val_if_fail(rpc_message_type_is_known((guint)type), NULL);
     g_return_val_if_fail(payload == NULL || g_bytes_get_size(payload) <= G_MAXUINT32, NULL);
     g_return_val_if_fail(tensors == NULL || tensors->len <= G_MAXUINT32, NULL);
-    RpcMessage *m = rpc_pool_new_raw(RpcMessage);
-    m->ref = 1;
-    m->type = type;
-    m->id = id;
-    m->payload = payload ? payload : g_bytes_ref(empty_payload());
-    m->owner = m->payload;
-    m->data = g_bytes_get_data(m->payload, &m->len);
-    if (tensors != NULL && tensors->len == 0 && tensors != empty_tensors()) {
-        g_ptr_array_unref(tensors);
-        tensors = NULL;
-    }
-    m->tensors = tensors ? tensors : g_ptr_array_ref(empty_tensors());
+    if (payload == NULL)
+        payload = g_bytes_ref(empty_payload());
+    gsize len;
+    const guint8 *data = g_bytes_get_data(payload, &len);
+    RpcMessage *m = message_new(type, id, payload, data, len, tensors);
+    m->payload = payload;
     return m;
 }
 
@@ -260,24 +276,24 @@ dtype_size(RpcDType dtype)
 static inline guint8 *
 wr_u16(guint8 *p, guint16 v)
 {
-    p[0] = (guint8)v;
-    p[1] = (guint8)(v >> 8);
+    v = GUINT16_TO_LE(v);
+    memcpy(p, &v, 2);
     return p + 2;
 }
 
 static inline guint8 *
 wr_u32(guint8 *p, guint32 v)
 {
-    for (int i = 0; i < 4; i++)
-        p[i] = (guint8)(v >> (8 * i));
+    v = GUINT32_TO_LE(v);
+    memcpy(p, &v, 4);
     return p + 4;
 }
 
 static inline guint8 *
 wr_u64(guint8 *p, guint64 v)
 {
-    for (int i = 0; i < 8; i++)
-        p[i] = (guint8)(v >> (8 * i));
+    v = GUINT64_TO_LE(v);
+    memcpy(p, &v, 8);
     return p + 8;
 }
 
@@ -367,6 +383,26 @@ encode_value_body(RpcCodecBuffer *out, gconstpointer body, GPtrArray *tensors,
     return rpc_codec_encode_append(out, body, tensors, hooks, error);
 }
 
+/* A copy of a built wire in a block from core/pool (most messages are a few
+ * dozen bytes): the block starts with its own size, for the free func. */
+#define WIRE_BLOCK_PREFIX 16
+
+static void
+wire_block_free(gpointer block)
+{
+    rpc_pool_free(block, *(gsize *)block);
+}
+
+static GBytes *
+wire_copy(const guint8 *data, gsize len)
+{
+    gsize size = WIRE_BLOCK_PREFIX + len;
+    guint8 *block = rpc_pool_alloc(size);
+    *(gsize *)block = size;
+    memcpy(block + WIRE_BLOCK_PREFIX, data, len);
+    return g_bytes_new_with_free_func(block + WIRE_BLOCK_PREFIX, len, wire_block_free, block);
+}
+
 RpcMessage *
 rpc_message_build(RpcMessageType type, gint64 id, const RpcValue *body, GPtrArray *tensors,
                   const RpcCodecHooks *hooks, RpcCodecBuffer *scratch, GBytes **wire,
@@ -407,16 +443,14 @@ rpc_message_build_with(RpcMessageType type, gint64 id, RpcMessageBodyFunc encode
     write_header(buf->data, type, id, plen);
     if (scratch != NULL) {
         /* One exact-size copy: the scratch buffer stays with the caller. */
-        *wire = g_bytes_new(buf->data, buf->len);
+        *wire = wire_copy(buf->data, buf->len);
     } else {
         *wire = g_bytes_new_take(local.data, local.len);
     }
-    RpcMessage *m = rpc_message_new(type, id, g_bytes_ref(*wire),
-                                    tensors->len > 0 ? g_ptr_array_ref(tensors) : NULL);
-    m->payload = NULL; /* the payload is a slice of the wire */
-    m->data = (const guint8 *)g_bytes_get_data(*wire, NULL) + RPC_WIRE_HEADER_SIZE;
-    m->len = plen;
-    return m;
+    /* The payload is a slice of the wire. */
+    const guint8 *wdata = g_bytes_get_data(*wire, NULL);
+    return message_new(type, id, g_bytes_ref(*wire), wdata + RPC_WIRE_HEADER_SIZE, plen,
+                       tensors->len > 0 ? g_ptr_array_ref(tensors) : NULL);
 }
 
 /* ---- decoding ------------------------------------------------------------- */
@@ -640,11 +674,9 @@ decode(const guint8 *data, gsize len, GBytes *wire, GError **error)
     if (plen == 0 || wire == NULL)
         return rpc_message_new((RpcMessageType)type, id,
                                plen ? g_bytes_new(data + payload_at, plen) : NULL, tensors);
-    RpcMessage *m = rpc_message_new((RpcMessageType)type, id, g_bytes_ref(wire), tensors);
-    m->payload = NULL; /* the payload is a slice of the wire */
-    m->data = data + payload_at;
-    m->len = plen;
-    return m;
+    /* The payload is a slice of the wire. */
+    return message_new((RpcMessageType)type, id, g_bytes_ref(wire), data + payload_at, plen,
+                       tensors);
 
 fail_tensors:
     if (tensors != NULL)

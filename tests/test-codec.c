@@ -1992,6 +1992,85 @@ test_encode_append_and_call(void)
         rpc_value_unref(kwargs_cases[j]);
 }
 
+/* Checks rpc_codec_decode_call against rpc_codec_decode on one payload:
+ * OK gives the items rpc_codec_decode gives, ERROR its very error text. */
+static void
+check_decode_call(const guint8 *p, gsize n, GPtrArray *ts, guint *ok, guint *not_call, guint *errs)
+{
+    GError *e1 = NULL, *e2 = NULL;
+    RpcValue *whole = rpc_codec_decode(p, n, ts, NULL, &e1);
+    RpcCodecCall c;
+    switch (rpc_codec_decode_call(p, n, ts, NULL, &c, &e2)) {
+    case RPC_CODEC_CALL_OK: {
+        g_assert_no_error(e2);
+        g_assert_no_error(e1);
+        RpcValue *name = rpc_value_new_string_len(c.name, c.name_len);
+        RpcValue *built = list_of(4, name, c.args, c.kwargs, c.flag);
+        g_assert_true(rpc_value_equal(built, whole));
+        rpc_value_unref(built);
+        (*ok)++;
+        break;
+    }
+    case RPC_CODEC_CALL_NOT_A_CALL:
+        g_assert_no_error(e2);
+        (*not_call)++;
+        break;
+    case RPC_CODEC_CALL_ERROR:
+        g_assert_nonnull(e2);
+        g_assert_nonnull(e1);
+        g_assert_cmpstr(e2->message, ==, e1->message);
+        (*errs)++;
+        break;
+    }
+    g_clear_error(&e1);
+    g_clear_error(&e2);
+    rpc_value_unref(whole);
+}
+
+/* rpc_codec_decode_call agrees with rpc_codec_decode on call bodies, on
+ * every truncation and every single-byte corruption of them, and on values
+ * that are not call bodies. */
+static void
+test_decode_call(void)
+{
+    RpcValue *kw = rpc_value_new_dict();
+    rpc_value_dict_set(kw, "alpha", rpc_value_new_string("b\xc3\xa9ta"));
+    RpcValue *bodies[] = {
+        call_body(),
+        list_of(4, rpc_value_new_string("f"), rpc_value_new_list(), kw, rpc_value_new_bool(TRUE)),
+        list_of(4, rpc_value_new_string(""), rpc_value_new_int(1), rpc_value_none(),
+                rpc_value_new_int(2)),
+        list_of(3, rpc_value_new_string("f"), rpc_value_new_list(), rpc_value_new_dict()),
+        rpc_value_new_string("not a call"),
+        wide_value(),
+    };
+    guint ok = 0, not_call = 0, errs = 0;
+    for (gsize i = 0; i < G_N_ELEMENTS(bodies); i++) {
+        GPtrArray *ts = tensor_array();
+        GBytes *b = encode_ok(bodies[i], ts);
+        gsize n;
+        const guint8 *p = g_bytes_get_data(b, &n);
+        guint8 *copy = g_memdup2(p, n);
+        for (gsize cut = 0; cut <= n; cut++)
+            check_decode_call(copy, cut, ts, &ok, &not_call, &errs);
+        for (gsize k = 0; k < n; k++) {
+            for (guint flip = 1; flip < 256; flip <<= 1) {
+                copy[k] ^= (guint8)flip;
+                check_decode_call(copy, n, ts, &ok, &not_call, &errs);
+                copy[k] ^= (guint8)flip;
+            }
+        }
+        g_free(copy);
+        g_bytes_unref(b);
+        g_ptr_array_unref(ts);
+        rpc_value_unref(bodies[i]);
+    }
+    /* All three outcomes were exercised. */
+    g_assert_cmpuint(ok, >, 0);
+    g_assert_cmpuint(not_call, >, 0);
+    g_assert_cmpuint(errs, >, 0);
+}
+
 int
 main(int argc, char **argv)
 {
@@ -2001,6 +2080,7 @@ main(int argc, char **argv)
     g_test_add_func("/codec/golden/wide", test_golden_wide);
     g_test_add_func("/codec/encode/to-buffer", test_encode_to_buffer);
     g_test_add_func("/codec/encode/append-and-call", test_encode_append_and_call);
+    g_test_add_func("/codec/decode/call", test_decode_call);
     g_test_add_func("/codec/encode/string-checks", test_encode_string_checks);
     g_test_add_func("/codec/decode/string-checks", test_decode_string_checks);
     g_test_add_func("/codec/roundtrip/scalars", test_roundtrip_scalars);
