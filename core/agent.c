@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "core/codec.h"
+#include "core/idset.h"
 #include "core/intmap.h"
 #include "core/message.h"
 #include "core/pool.h"
@@ -71,7 +72,7 @@ struct RpcAgent {
     GHashTable *slots;     /* name → RpcValue*, per-worker storage for UDFs */
     RpcRRefCtx *rrefs;     /* the RRef context (rref.c) */
     RpcDistAutograd *dist; /* distributed autograd (dist-autograd.c) */
-    RpcIntMap *seen;       /* by sender: request ids served (duplicates dropped) */
+    RpcIdSet *seen;        /* by sender: request ids served (duplicates dropped) */
     gboolean raise_rref_leaks;
     GPtrArray *spare_tensors; /* an empty side list for the next encode, or NULL */
     RpcCodecBuffer scratch;   /* the buffer messages are built in */
@@ -170,7 +171,7 @@ rpc_agent_new(const RpcAgentConfig *cfg, GError **error)
     a->raise_rref_leaks = cfg->raise_rref_leaks;
     /* A request is known by its sender and the sender's message id (ids
      * are never reused by one agent; see first_message_id). */
-    a->seen = g_new0(RpcIntMap, cfg->world_size);
+    a->seen = g_new0(RpcIdSet, cfg->world_size);
     a->rrefs = rpc_rref_ctx_new(a);
     a->dist = rpc_dist_autograd_new(a);
     return a;
@@ -193,7 +194,7 @@ rpc_agent_free(RpcAgent *a)
     rpc_dist_autograd_free(a->dist);
     rpc_rref_ctx_free(a->rrefs);
     for (guint r = 0; r < a->world_size; r++)
-        rpc_intmap_clear(&a->seen[r]);
+        rpc_idset_clear(&a->seen[r]);
     g_free(a->seen);
     for (guint i = 0; i < rpc_intmap_capacity(&a->pending); i++)
         if (a->pending.slots[i].value != NULL)
@@ -1576,8 +1577,7 @@ rpc_agent_deliver(RpcAgent *a, gint from, GBytes *wire)
         /* At most once: a request the network duplicated is served once
          * (a duplicated response finds no pending call and is dropped). */
         gint64 id = rpc_message_id(msg);
-        if (from >= 0 && (guint)from < a->world_size &&
-            rpc_intmap_insert(&a->seen[from], id, GINT_TO_POINTER(1)) != NULL) {
+        if (from >= 0 && (guint)from < a->world_size && !rpc_idset_add(&a->seen[from], id)) {
             TRACE(a, tk_drop, from, id, 0, "duplicate request");
             rpc_message_unref(msg);
             return;
