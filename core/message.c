@@ -45,7 +45,7 @@ struct RpcMessage {
     const guint8 *data;
     gsize len;
     GBytes *payload;    /* == owner, or a slice of it made on demand, or NULL */
-    GPtrArray *tensors; /* RpcTensor*, rpc_tensor_unref */
+    GPtrArray *tensors; /* RpcTensor*, rpc_tensor_unref; NULL: none */
 };
 
 /* ---- types ---------------------------------------------------------------- */
@@ -177,7 +177,7 @@ message_new(RpcMessageType type, gint64 id, GBytes *owner, const guint8 *data, g
         g_ptr_array_unref(tensors);
         tensors = NULL;
     }
-    m->tensors = tensors ? tensors : g_ptr_array_ref(empty_tensors());
+    m->tensors = tensors; /* NULL: none (rpc_message_tensors shows the shared empty list) */
     return m;
 }
 
@@ -212,7 +212,8 @@ rpc_message_unref(RpcMessage *m)
     if (m->payload != NULL && m->payload != m->owner)
         g_bytes_unref(m->payload);
     g_bytes_unref(m->owner);
-    g_ptr_array_unref(m->tensors);
+    if (m->tensors != NULL)
+        g_ptr_array_unref(m->tensors);
     rpc_pool_delete(RpcMessage, m);
 }
 
@@ -262,7 +263,7 @@ GPtrArray *
 rpc_message_tensors(const RpcMessage *m)
 {
     g_return_val_if_fail(m != NULL, NULL);
-    return m->tensors;
+    return m->tensors ? m->tensors : empty_tensors();
 }
 
 /* ---- encoding ------------------------------------------------------------- */
@@ -327,7 +328,7 @@ gsize
 rpc_message_wire_size(const RpcMessage *m)
 {
     g_return_val_if_fail(m != NULL, 0);
-    return RPC_WIRE_HEADER_SIZE + m->len + tensors_wire_size(m->tensors);
+    return RPC_WIRE_HEADER_SIZE + m->len + tensors_wire_size(rpc_message_tensors(m));
 }
 
 static guint8 *
@@ -371,7 +372,7 @@ rpc_message_encode(const RpcMessage *m)
     guint8 *p = write_header(out, m->type, m->id, m->len);
     if (m->len > 0)
         memcpy(p, m->data, m->len);
-    p = write_tensors(p + m->len, m->tensors);
+    p = write_tensors(p + m->len, rpc_message_tensors(m));
     g_assert((gsize)(p - out) == total);
     return g_bytes_new_take(out, total);
 }
