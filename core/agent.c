@@ -653,7 +653,7 @@ encode_body_forks(RpcAgent *a, const RpcValue *body, GPtrArray **tensors, GArray
  * buffer, rpc_message_build); NULL + error when body cannot be encoded. */
 static RpcMessage *
 build_message_with(RpcAgent *a, RpcMessageType type, gint64 id, RpcMessageBodyFunc encode,
-                   gconstpointer body, GArray **forks, GBytes **wire, GError **error)
+                   gconstpointer body, GArray **forks, RpcWire **wire, GError **error)
 {
     GPtrArray *tensors = tensors_take(a);
     RpcCodecBuffer *scratch = a->scratch_busy ? NULL : &a->scratch;
@@ -678,7 +678,7 @@ encode_value_body(RpcCodecBuffer *out, gconstpointer body, GPtrArray *tensors,
 
 static RpcMessage *
 build_message(RpcAgent *a, RpcMessageType type, gint64 id, const RpcValue *body, GArray **forks,
-              GBytes **wire, GError **error)
+              RpcWire **wire, GError **error)
 {
     return build_message_with(a, type, id, encode_value_body, body, forks, wire, error);
 }
@@ -711,7 +711,7 @@ encode_body(RpcAgent *a, const RpcValue *body, GPtrArray **tensors, GError **err
  * here); the returned future (transfer full) completes with the response's
  * value or error. */
 static RpcFuture *
-send_message(RpcAgent *a, gint dst, RpcMessage *msg, GBytes *wire, RpcTime timeout,
+send_message(RpcAgent *a, gint dst, RpcMessage *msg, RpcWire *wire, RpcTime timeout,
              const char *what)
 {
     gint64 id = rpc_message_id(msg);
@@ -720,9 +720,8 @@ send_message(RpcAgent *a, gint dst, RpcMessage *msg, GBytes *wire, RpcTime timeo
      * (a new message, so a new wire form). */
     RpcMessage *out = rpc_dist_autograd_wrap_request(a, dst, rpc_message_ref(msg));
     if (out != msg || wire == NULL) {
-        if (wire != NULL)
-            g_bytes_unref(wire);
-        wire = rpc_message_encode(out);
+        rpc_wire_unref(wire);
+        wire = rpc_message_encode_wire(out);
     }
     rpc_message_unref(msg);
     msg = out;
@@ -730,7 +729,7 @@ send_message(RpcAgent *a, gint dst, RpcMessage *msg, GBytes *wire, RpcTime timeo
     /* For deadlock reports, formatted only if one is made. */
     rpc_future_set_description_lazy(fut, "the reply to %s from %s", what, a->names[dst]);
     RpcTime effective = timeout == RPC_TIMEOUT_UNSET ? a->default_timeout : timeout;
-    TRACE(a, tk_send, dst, id, (gint64)g_bytes_get_size(wire), what);
+    TRACE(a, tk_send, dst, id, (gint64)rpc_wire_size(wire), what);
     GError *send_err = NULL;
     if (!rpc_transport_send(a->tr, a->id, dst, msg, wire, &send_err)) {
         TRACE(a, tk_send_failed, dst, id, 0, send_err->message);
@@ -755,7 +754,7 @@ send_message(RpcAgent *a, gint dst, RpcMessage *msg, GBytes *wire, RpcTime timeo
         if (effective > 0)
             arm_timer(a);
     }
-    g_bytes_unref(wire);
+    rpc_wire_unref(wire);
     rpc_message_unref(msg);
     return fut;
 }
@@ -779,7 +778,7 @@ send_request_with(RpcAgent *a, gint dst, RpcMessageType type, RpcMessageBodyFunc
                   gconstpointer body, RpcTime timeout, const char *what, GError **error)
 {
     GArray *forks;
-    GBytes *wire;
+    RpcWire *wire;
     gint64 id = a->next_message_id++;
     RpcMessage *msg = build_message_with(a, type, id, encode, body, &forks, &wire, error);
     if (msg == NULL) {
@@ -1115,7 +1114,7 @@ respond(RpcAgent *a, gint to, gint64 id, RpcMessageType type, RpcValue *body)
         return;
     }
     GError *err = NULL;
-    GBytes *wire;
+    RpcWire *wire;
     RpcMessage *msg = build_message(a, type, id, body, NULL, &wire, &err);
     rpc_value_unref(body);
     if (msg == NULL) {
@@ -1129,18 +1128,18 @@ respond(RpcAgent *a, gint to, gint64 id, RpcMessageType type, RpcValue *body)
     /* Hook: the response to a wrapped request may go out wrapped. */
     RpcMessage *out = rpc_dist_autograd_wrap_response(a, to, rpc_message_ref(msg));
     if (out != msg) {
-        g_bytes_unref(wire);
-        wire = rpc_message_encode(out);
+        rpc_wire_unref(wire);
+        wire = rpc_message_encode_wire(out);
     }
     rpc_message_unref(msg);
     msg = out;
-    TRACE(a, tk_respond, to, id, (gint64)g_bytes_get_size(wire), rpc_message_type_name(type));
+    TRACE(a, tk_respond, to, id, (gint64)rpc_wire_size(wire), rpc_message_type_name(type));
     GError *send_err = NULL;
     if (!rpc_transport_send(a->tr, a->id, to, msg, wire, &send_err)) {
         TRACE(a, tk_send_failed, to, id, 0, send_err->message);
         g_error_free(send_err);
     }
-    g_bytes_unref(wire);
+    rpc_wire_unref(wire);
     rpc_message_unref(msg);
 }
 
@@ -1557,11 +1556,11 @@ handle_request(gpointer data)
 }
 
 void
-rpc_agent_deliver(RpcAgent *a, gint from, GBytes *wire)
+rpc_agent_deliver(RpcAgent *a, gint from, RpcWire *wire)
 {
     g_return_if_fail(a != NULL && wire != NULL);
     GError *err = NULL;
-    RpcMessage *msg = rpc_message_decode_bytes(wire, &err);
+    RpcMessage *msg = rpc_message_decode_wire(wire, &err);
     if (msg == NULL) {
         a->c.decode_errors++;
         TRACE(a, tk_decode, from, 0, 0, err->message);

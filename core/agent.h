@@ -131,7 +131,7 @@ void rpc_agent_kill(RpcAgent *a, const char *reason);
 
 /* Transport side: a message arrived (scheduler context; the agent takes a
  * reference to wire if it keeps it). */
-void rpc_agent_deliver(RpcAgent *a, gint from, GBytes *wire);
+void rpc_agent_deliver(RpcAgent *a, gint from, RpcWire *wire);
 /* The connection to peer broke: fail the pending call with that message id,
  * or every pending call to peer if message_id < 0. */
 void rpc_agent_connection_failed(RpcAgent *a, gint peer, gint64 message_id, const char *reason);

@@ -38,13 +38,16 @@ struct RpcMessage {
     gint ref; /* plain: a message stays on one thread (see message.h) */
     RpcMessageType type;
     gint64 id;
-    /* The payload is data[0 .. len) owned by `owner`: the payload GBytes
-     * itself, or (decoded with rpc_message_decode_bytes) the whole wire, in
-     * which case `payload` is made only if someone asks for a GBytes. */
+    /* The payload is data[0 .. len), owned by exactly one of `owner` (the
+     * payload GBytes itself, or a whole GBytes wire it was decoded from)
+     * and `wire` (the RpcWire it was built in or decoded from).  `payload`
+     * is the GBytes rpc_message_payload returns, made only on request when
+     * the payload is a slice. */
     GBytes *owner;
+    RpcWire *wire;
     const guint8 *data;
     gsize len;
-    GBytes *payload;    /* == owner, or a slice of it made on demand, or NULL */
+    GBytes *payload;    /* == owner, or a slice made on demand, or NULL */
     GPtrArray *tensors; /* RpcTensor*, rpc_tensor_unref; NULL: none */
 };
 
@@ -159,17 +162,19 @@ empty_tensors(void)
     return empty;
 }
 
-/* A message over data[0 .. len) owned by `owner` (taken); tensors (taken,
- * nullable or empty: none).  No argument checks: for this file's callers. */
+/* A message over data[0 .. len) owned by `owner` or `wire` (one of them,
+ * taken); tensors (taken, nullable or empty: none).  No argument checks:
+ * for this file's callers. */
 static RpcMessage *
-message_new(RpcMessageType type, gint64 id, GBytes *owner, const guint8 *data, gsize len,
-            GPtrArray *tensors)
+message_new(RpcMessageType type, gint64 id, GBytes *owner, RpcWire *wire, const guint8 *data,
+            gsize len, GPtrArray *tensors)
 {
     RpcMessage *m = rpc_pool_new_raw(RpcMessage);
     m->ref = 1;
     m->type = type;
     m->id = id;
     m->owner = owner;
+    m->wire = wire;
     m->data = data;
     m->len = len;
     m->payload = NULL;
@@ -191,7 +196,7 @@ rpc_message_new(RpcMessageType type, gint64 id, GBytes *payload, GPtrArray *tens
         payload = g_bytes_ref(empty_payload());
     gsize len;
     const guint8 *data = g_bytes_get_data(payload, &len);
-    RpcMessage *m = message_new(type, id, payload, data, len, tensors);
+    RpcMessage *m = message_new(type, id, payload, NULL, data, len, tensors);
     m->payload = payload;
     return m;
 }
@@ -211,7 +216,9 @@ rpc_message_unref(RpcMessage *m)
         return;
     if (m->payload != NULL && m->payload != m->owner)
         g_bytes_unref(m->payload);
-    g_bytes_unref(m->owner);
+    if (m->owner != NULL)
+        g_bytes_unref(m->owner);
+    rpc_wire_unref(m->wire);
     if (m->tensors != NULL)
         g_ptr_array_unref(m->tensors);
     rpc_pool_delete(RpcMessage, m);
@@ -245,8 +252,13 @@ rpc_message_payload(const RpcMessage *m)
     if (m->payload == NULL) {
         /* A cache on an otherwise immutable message (see message.h). */
         RpcMessage *mm = (RpcMessage *)m;
-        gsize off = (gsize)(m->data - (const guint8 *)g_bytes_get_data(m->owner, NULL));
-        mm->payload = g_bytes_new_from_bytes(m->owner, off, m->len);
+        if (m->wire != NULL) {
+            gsize off = (gsize)(m->data - rpc_wire_data(m->wire));
+            mm->payload = rpc_wire_bytes(m->wire, off, m->len);
+        } else {
+            gsize off = (gsize)(m->data - (const guint8 *)g_bytes_get_data(m->owner, NULL));
+            mm->payload = g_bytes_new_from_bytes(m->owner, off, m->len);
+        }
     }
     return m->payload;
 }
@@ -377,6 +389,21 @@ rpc_message_encode(const RpcMessage *m)
     return g_bytes_new_take(out, total);
 }
 
+RpcWire *
+rpc_message_encode_wire(const RpcMessage *m)
+{
+    g_return_val_if_fail(m != NULL, NULL);
+    gsize total = rpc_message_wire_size(m);
+    guint8 *out;
+    RpcWire *w = rpc_wire_new_uninit(total, &out);
+    guint8 *p = write_header(out, m->type, m->id, m->len);
+    if (m->len > 0)
+        memcpy(p, m->data, m->len);
+    p = write_tensors(p + m->len, rpc_message_tensors(m));
+    g_assert((gsize)(p - out) == total);
+    return w;
+}
+
 static gboolean
 encode_value_body(RpcCodecBuffer *out, gconstpointer body, GPtrArray *tensors,
                   const RpcCodecHooks *hooks, GError **error)
@@ -384,29 +411,9 @@ encode_value_body(RpcCodecBuffer *out, gconstpointer body, GPtrArray *tensors,
     return rpc_codec_encode_append(out, body, tensors, hooks, error);
 }
 
-/* A copy of a built wire in a block from core/pool (most messages are a few
- * dozen bytes): the block starts with its own size, for the free func. */
-#define WIRE_BLOCK_PREFIX 16
-
-static void
-wire_block_free(gpointer block)
-{
-    rpc_pool_free(block, *(gsize *)block);
-}
-
-static GBytes *
-wire_copy(const guint8 *data, gsize len)
-{
-    gsize size = WIRE_BLOCK_PREFIX + len;
-    guint8 *block = rpc_pool_alloc(size);
-    *(gsize *)block = size;
-    memcpy(block + WIRE_BLOCK_PREFIX, data, len);
-    return g_bytes_new_with_free_func(block + WIRE_BLOCK_PREFIX, len, wire_block_free, block);
-}
-
 RpcMessage *
 rpc_message_build(RpcMessageType type, gint64 id, const RpcValue *body, GPtrArray *tensors,
-                  const RpcCodecHooks *hooks, RpcCodecBuffer *scratch, GBytes **wire,
+                  const RpcCodecHooks *hooks, RpcCodecBuffer *scratch, RpcWire **wire,
                   GError **error)
 {
     g_return_val_if_fail(body != NULL, NULL);
@@ -417,7 +424,7 @@ rpc_message_build(RpcMessageType type, gint64 id, const RpcValue *body, GPtrArra
 RpcMessage *
 rpc_message_build_with(RpcMessageType type, gint64 id, RpcMessageBodyFunc encode,
                        gconstpointer body, GPtrArray *tensors, const RpcCodecHooks *hooks,
-                       RpcCodecBuffer *scratch, GBytes **wire, GError **error)
+                       RpcCodecBuffer *scratch, RpcWire **wire, GError **error)
 {
     g_return_val_if_fail(rpc_message_type_is_known((guint)type), NULL);
     g_return_val_if_fail(encode != NULL && tensors != NULL && wire != NULL, NULL);
@@ -442,15 +449,12 @@ rpc_message_build_with(RpcMessageType type, gint64 id, RpcMessageBodyFunc encode
     guint8 *end = write_tensors(rpc_codec_buffer_reserve(buf, tensors_wire_size(tensors)), tensors);
     g_assert(end == buf->data + buf->len);
     write_header(buf->data, type, id, plen);
-    if (scratch != NULL) {
-        /* One exact-size copy: the scratch buffer stays with the caller. */
-        *wire = wire_copy(buf->data, buf->len);
-    } else {
-        *wire = g_bytes_new_take(local.data, local.len);
-    }
+    /* One exact-size copy: the buffer stays with the caller (or is freed). */
+    *wire = rpc_wire_new(buf->data, buf->len);
+    rpc_codec_buffer_clear(&local);
     /* The payload is a slice of the wire. */
-    const guint8 *wdata = g_bytes_get_data(*wire, NULL);
-    return message_new(type, id, g_bytes_ref(*wire), wdata + RPC_WIRE_HEADER_SIZE, plen,
+    const guint8 *wdata = rpc_wire_data(*wire);
+    return message_new(type, id, NULL, rpc_wire_ref(*wire), wdata + RPC_WIRE_HEADER_SIZE, plen,
                        tensors->len > 0 ? g_ptr_array_ref(tensors) : NULL);
 }
 
@@ -589,9 +593,10 @@ read_tensor(Reader *r, guint index, GError **error)
     return t;
 }
 
-/* wire (nullable): the GBytes data comes from, so the payload can share it. */
+/* bytes / wire (nullable, not both): what data comes from, so the payload
+ * can share it. */
 static RpcMessage *
-decode(const guint8 *data, gsize len, GBytes *wire, GError **error)
+decode(const guint8 *data, gsize len, GBytes *bytes, RpcWire *wire, GError **error)
 {
     if (len > RPC_WIRE_MAX_BYTES) {
         g_set_error(error, RPC_ERROR, RPC_ERROR_RUNTIME,
@@ -672,12 +677,12 @@ decode(const guint8 *data, gsize len, GBytes *wire, GError **error)
                     extra, extra == 1 ? "" : "s", r.pos);
         goto fail_tensors;
     }
-    if (plen == 0 || wire == NULL)
+    if (plen == 0 || (bytes == NULL && wire == NULL))
         return rpc_message_new((RpcMessageType)type, id,
                                plen ? g_bytes_new(data + payload_at, plen) : NULL, tensors);
     /* The payload is a slice of the wire. */
-    return message_new((RpcMessageType)type, id, g_bytes_ref(wire), data + payload_at, plen,
-                       tensors);
+    return message_new((RpcMessageType)type, id, bytes ? g_bytes_ref(bytes) : NULL,
+                       wire ? rpc_wire_ref(wire) : NULL, data + payload_at, plen, tensors);
 
 fail_tensors:
     if (tensors != NULL)
@@ -690,7 +695,7 @@ rpc_message_decode(const guint8 *data, gsize len, GError **error)
 {
     g_return_val_if_fail(data != NULL || len == 0, NULL);
     g_return_val_if_fail(error == NULL || *error == NULL, NULL);
-    return decode(data, len, NULL, error);
+    return decode(data, len, NULL, NULL, error);
 }
 
 RpcMessage *
@@ -700,5 +705,13 @@ rpc_message_decode_bytes(GBytes *wire, GError **error)
     g_return_val_if_fail(error == NULL || *error == NULL, NULL);
     gsize len;
     const guint8 *data = g_bytes_get_data(wire, &len);
-    return decode(data, len, wire, error);
+    return decode(data, len, wire, NULL, error);
+}
+
+RpcMessage *
+rpc_message_decode_wire(RpcWire *wire, GError **error)
+{
+    g_return_val_if_fail(wire != NULL, NULL);
+    g_return_val_if_fail(error == NULL || *error == NULL, NULL);
+    return decode(rpc_wire_data(wire), rpc_wire_size(wire), NULL, wire, error);
 }

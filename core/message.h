@@ -36,6 +36,7 @@
 #include "core/codec.h"
 #include "core/tensor.h"
 #include "core/value.h"
+#include "core/wire.h"
 
 G_BEGIN_DECLS
 
@@ -113,6 +114,8 @@ gboolean rpc_message_type_from_name(const char *name, RpcMessageType *out);
 /* The wire form above (transfer full).  Does not enforce RPC_WIRE_MAX_BYTES
  * (it cannot fail); a sender that may exceed it checks rpc_message_wire_size. */
 GBytes *rpc_message_encode(const RpcMessage *m);
+/* The same bytes as an RpcWire. */
+RpcWire *rpc_message_encode_wire(const RpcMessage *m);
 /* The exact length rpc_message_encode() would return, without encoding
  * (for bandwidth models and size checks). */
 gsize rpc_message_wire_size(const RpcMessage *m);
@@ -127,14 +130,14 @@ RpcMessage *rpc_message_decode(const guint8 *data, gsize len, GError **error);
 /* Builds a message whose payload is `body` as core/codec.h encodes it, and
  * its wire form, in one buffer (no payload copy): returns the message
  * (transfer full; its payload is a slice of *wire) and sets *wire (transfer
- * full).  The codec appends body's tensors to `tensors` (transfer none); the
+ * full; see core/wire.h).  The codec appends body's tensors to `tensors` (transfer none); the
  * message references that array when it is not empty.  scratch (nullable):
  * a buffer to build in, reused across calls (its content is overwritten;
  * the wire is one exact-size copy of it).  NULL + error when body cannot be
  * encoded, `tensors` then as it was. */
 RpcMessage *rpc_message_build(RpcMessageType type, gint64 id, const RpcValue *body,
                               GPtrArray *tensors, const RpcCodecHooks *hooks,
-                              RpcCodecBuffer *scratch, GBytes **wire, GError **error);
+                              RpcCodecBuffer *scratch, RpcWire **wire, GError **error);
 /* The same with the payload written by encode(out, body, tensors, hooks,
  * error), which appends to out and, on failure, leaves out and tensors as
  * they were (as rpc_codec_encode_append and _encode_call_append do). */
@@ -143,9 +146,11 @@ typedef gboolean (*RpcMessageBodyFunc)(RpcCodecBuffer *out, gconstpointer body, 
 RpcMessage *rpc_message_build_with(RpcMessageType type, gint64 id, RpcMessageBodyFunc encode,
                                    gconstpointer body, GPtrArray *tensors,
                                    const RpcCodecHooks *hooks, RpcCodecBuffer *scratch,
-                                   GBytes **wire, GError **error);
+                                   RpcWire **wire, GError **error);
 /* The same over a GBytes: the payload shares wire's buffer (no copy). */
 RpcMessage *rpc_message_decode_bytes(GBytes *wire, GError **error);
+/* The same over an RpcWire (the transports' form): no copy either. */
+RpcMessage *rpc_message_decode_wire(RpcWire *wire, GError **error);
 
 G_END_DECLS
 

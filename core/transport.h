@@ -24,7 +24,7 @@ typedef struct RpcTransport RpcTransport;
 
 typedef struct RpcTransportVTable {
     const char *name;
-    gboolean (*send)(RpcTransport *t, gint from, gint to, const RpcMessage *msg, GBytes *wire,
+    gboolean (*send)(RpcTransport *t, gint from, gint to, const RpcMessage *msg, RpcWire *wire,
                      GError **error);
     /* The agent of worker `self` stopped (shutdown or death): its
      * connections close, and peers' calls waiting on it fail. */
@@ -36,7 +36,7 @@ struct RpcTransport {
 };
 
 static inline gboolean
-rpc_transport_send(RpcTransport *t, gint from, gint to, const RpcMessage *msg, GBytes *wire,
+rpc_transport_send(RpcTransport *t, gint from, gint to, const RpcMessage *msg, RpcWire *wire,
                    GError **error)
 {
     return t->vt->send(t, from, to, msg, wire, error);

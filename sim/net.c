@@ -121,14 +121,14 @@ struct Pending {
     gboolean linked; /* on the scheduled-event list */
     PendingKind kind;
     gint from, to;
-    GBytes *wire; /* owned; NULL for drains */
+    RpcWire *wire; /* owned; NULL for drains */
     gint64 id;
 };
 
 /* A message waiting at a paused (or draining) destination. */
 typedef struct Held {
     gint from;
-    GBytes *wire; /* owned */
+    RpcWire *wire; /* owned */
     gint64 id;
 } Held;
 
@@ -463,7 +463,7 @@ static void
 held_free(gpointer p)
 {
     Held *h = p;
-    g_bytes_unref(h->wire);
+    rpc_wire_unref(h->wire);
     g_free(h);
 }
 
@@ -502,7 +502,7 @@ pending_destroy(gpointer data)
     Pending *p = data;
     SimNet *net = p->net;
     if (p->wire != NULL)
-        g_bytes_unref(p->wire);
+        rpc_wire_unref(p->wire);
     if (net == NULL) {
         g_free(p);
         return;
@@ -518,7 +518,7 @@ static void pending_run(gpointer data);
 
 /* Schedules p at t and links it; wire (transfer full, nullable). */
 static Pending *
-pending_schedule(SimNet *net, SimTime t, PendingKind kind, gint from, gint to, GBytes *wire,
+pending_schedule(SimNet *net, SimTime t, PendingKind kind, gint from, gint to, RpcWire *wire,
                  gint64 id)
 {
     Pending *p = net->spare;
@@ -551,19 +551,18 @@ emit_drop(SimNet *net, gint from, gint to, gint64 id, const char *why)
 }
 
 static void
-do_deliver(SimNet *net, gint from, gint to, GBytes *wire, gint64 id)
+do_deliver(SimNet *net, gint from, gint to, RpcWire *wire, gint64 id)
 {
     net->stats.delivered++;
-    sim_kernel_trace_emit(net->k, to, &kind_deliver, from, (gint64)g_bytes_get_size(wire), id,
-                          NULL);
+    sim_kernel_trace_emit(net->k, to, &kind_deliver, from, (gint64)rpc_wire_size(wire), id, NULL);
     net->deliver(net->data, from, to, wire);
 }
 
 static void
-do_bounce(SimNet *net, gint from, gint to, GBytes *wire, gint64 id)
+do_bounce(SimNet *net, gint from, gint to, RpcWire *wire, gint64 id)
 {
     net->stats.bounced++;
-    sim_kernel_trace_emit(net->k, to, &kind_bounce, from, (gint64)g_bytes_get_size(wire), id,
+    sim_kernel_trace_emit(net->k, to, &kind_bounce, from, (gint64)rpc_wire_size(wire), id,
                           BOUNCE_REASON);
     if (net->bounce != NULL)
         net->bounce(net->data, from, to, wire, BOUNCE_REASON);
@@ -581,7 +580,7 @@ schedule_drain(SimNet *net, gint worker)
 /* Delivers, bounces or holds one copy that got through the network;
  * wire (transfer full). */
 static void
-arrive(SimNet *net, gint from, gint to, GBytes *wire, gint64 id)
+arrive(SimNet *net, gint from, gint to, RpcWire *wire, gint64 id)
 {
     HoldQueue *hq = g_hash_table_size(net->holds) == 0
                         ? NULL
@@ -600,15 +599,14 @@ arrive(SimNet *net, gint from, gint to, GBytes *wire, gint64 id)
         h->id = id;
         g_queue_push_tail(&hq->q, h);
         net->stats.held_paused++;
-        sim_kernel_trace_emit(net->k, to, &kind_hold, from, (gint64)g_bytes_get_size(wire), id,
-                              NULL);
+        sim_kernel_trace_emit(net->k, to, &kind_hold, from, (gint64)rpc_wire_size(wire), id, NULL);
         return;
     }
     if (net->down[to])
         do_bounce(net, from, to, wire, id);
     else
         do_deliver(net, from, to, wire, id);
-    g_bytes_unref(wire);
+    rpc_wire_unref(wire);
 }
 
 static void
@@ -633,7 +631,7 @@ drain(SimNet *net, gint worker)
         g_hash_table_remove(net->holds, GINT_TO_POINTER(worker));
 }
 
-static void write_message(SimNet *net, gint from, gint to, GBytes *wire, gint64 id);
+static void write_message(SimNet *net, gint from, gint to, RpcWire *wire, gint64 id);
 
 static void
 pending_run(gpointer data)
@@ -642,17 +640,17 @@ pending_run(gpointer data)
     SimNet *net = p->net;
     g_assert(net != NULL); /* a detached record's event was cancelled */
     pending_unlink(p);
-    GBytes *wire = g_steal_pointer(&p->wire);
+    RpcWire *wire = g_steal_pointer(&p->wire);
     switch (p->kind) {
     case PENDING_WRITE:
         write_message(net, p->from, p->to, wire, p->id);
-        g_bytes_unref(wire);
+        rpc_wire_unref(wire);
         break;
     case PENDING_ARRIVAL:
         if (partitioned(net, p->from, p->to)) {
             net->stats.dropped_partition++;
             emit_drop(net, p->from, p->to, p->id, "partition");
-            g_bytes_unref(wire);
+            rpc_wire_unref(wire);
         } else {
             arrive(net, p->from, p->to, wire, p->id);
         }
@@ -668,7 +666,7 @@ pending_run(gpointer data)
 
 /* Puts wire (transfer none) on the link now: see the file comment. */
 static void
-write_message(SimNet *net, gint from, gint to, GBytes *wire, gint64 id)
+write_message(SimNet *net, gint from, gint to, RpcWire *wire, gint64 id)
 {
     Link *l = link_get(net, from, to);
     const SimLinkConfig *cfg = link_config(net, l);
@@ -701,7 +699,7 @@ write_message(SimNet *net, gint from, gint to, GBytes *wire, gint64 id)
     }
 
     SimTime start = MAX(now, l->free_at);
-    SimTime end = time_add(start, transmit_time(g_bytes_get_size(wire), cfg->bandwidth));
+    SimTime end = time_add(start, transmit_time(rpc_wire_size(wire), cfg->bandwidth));
     l->free_at = end;
     if (lost) {
         net->stats.dropped_loss++;
@@ -715,31 +713,31 @@ write_message(SimNet *net, gint from, gint to, GBytes *wire, gint64 id)
     else if (arrival < l->last_arrival)
         net->stats.reordered++;
     l->last_arrival = MAX(l->last_arrival, arrival);
-    pending_schedule(net, arrival, PENDING_ARRIVAL, from, to, g_bytes_ref(wire), id);
+    pending_schedule(net, arrival, PENDING_ARRIVAL, from, to, rpc_wire_ref(wire), id);
 
     if (dup) {
         SimTime again = MAX(time_add(time_add(end, dup_latency), dup_jit), arrival);
         l->last_arrival = MAX(l->last_arrival, again);
         net->stats.duplicated++;
         sim_kernel_trace_emit(net->k, from, &kind_dup, to, id, 0, NULL);
-        pending_schedule(net, again, PENDING_ARRIVAL, from, to, g_bytes_ref(wire), id);
+        pending_schedule(net, again, PENDING_ARRIVAL, from, to, rpc_wire_ref(wire), id);
     }
 }
 
 void
-sim_net_send(SimNet *net, gint from, gint to, GBytes *wire, const char *kind_name, gint64 msg_id,
+sim_net_send(SimNet *net, gint from, gint to, RpcWire *wire, const char *kind_name, gint64 msg_id,
              SimTime extra_delay)
 {
     g_return_if_fail(net != NULL && wire != NULL);
     g_return_if_fail(valid_worker(net, from) && valid_worker(net, to));
 
-    gsize size = g_bytes_get_size(wire);
+    gsize size = rpc_wire_size(wire);
     net->stats.sent++;
     net->stats.bytes_sent += size;
     sim_kernel_trace_emit(net->k, from, &kind_send, to, (gint64)size, msg_id, kind_name);
     if (extra_delay > 0)
         pending_schedule(net, time_add(sim_kernel_now(net->k), extra_delay), PENDING_WRITE, from,
-                         to, g_bytes_ref(wire), msg_id);
+                         to, rpc_wire_ref(wire), msg_id);
     else
         write_message(net, from, to, wire, msg_id);
 }

@@ -26,6 +26,7 @@
 
 #include <glib.h>
 
+#include "core/wire.h"
 #include "sim/kernel.h"
 #include "sim/rng.h"
 
@@ -70,11 +71,11 @@ typedef struct SimLinkConfig {
 void sim_link_config_init(SimLinkConfig *cfg);
 
 /* Called at arrival with the message bytes (transfer none). */
-typedef void (*SimNetDeliverFunc)(gpointer data, gint from, gint to, GBytes *wire);
+typedef void (*SimNetDeliverFunc)(gpointer data, gint from, gint to, RpcWire *wire);
 /* Called at arrival when the destination is down, with reason "Connection
  * closed by peer" (transfer none).  May be NULL: the bounce is then only
  * counted and traced.  A duplicated message may bounce twice. */
-typedef void (*SimNetBounceFunc)(gpointer data, gint from, gint to, GBytes *wire,
+typedef void (*SimNetBounceFunc)(gpointer data, gint from, gint to, RpcWire *wire,
                                  const char *reason);
 
 typedef struct SimNet SimNet;
@@ -112,7 +113,7 @@ gboolean sim_net_is_paused(const SimNet *net, gint worker);
  * onto the link, and its draws taken, extra_delay later, so FIFO order is
  * write order.  kind_name/msg_id only label the trace records (kind_name is
  * read during the call only). */
-void sim_net_send(SimNet *net, gint from, gint to, GBytes *wire, const char *kind_name,
+void sim_net_send(SimNet *net, gint from, gint to, RpcWire *wire, const char *kind_name,
                   gint64 msg_id, SimTime extra_delay);
 
 typedef struct SimNetStats {

@@ -83,7 +83,7 @@ sim_world_config_init(SimWorldConfig *cfg, guint64 seed, guint n_workers)
 /* --- transport --------------------------------------------------------------- */
 
 static gboolean
-tr_send(RpcTransport *t, gint from, gint to, const RpcMessage *msg, GBytes *wire, GError **error)
+tr_send(RpcTransport *t, gint from, gint to, const RpcMessage *msg, RpcWire *wire, GError **error)
 {
     SimWorld *w = ((SimTransport *)t)->w;
     Worker *src = &w->workers[from];
@@ -118,14 +118,14 @@ static void
 tr_closed(RpcTransport *t, gint self)
 {
     SimWorld *w = ((SimTransport *)t)->w;
-    GBytes *notice = g_bytes_new(NULL, 0);
+    RpcWire *notice = rpc_wire_new(NULL, 0);
     for (guint j = 0; j < w->n; j++) {
         RpcAgent *peer = w->workers[j].agent;
         if ((gint)j != self && peer != NULL && rpc_agent_is_running(peer) &&
             rpc_agent_pending_calls_to(peer, self) > 0)
             sim_net_send(w->net, self, (gint)j, notice, "CLOSE", -1, 0);
     }
-    g_bytes_unref(notice);
+    rpc_wire_unref(notice);
 }
 
 static const RpcTransportVTable sim_transport_vtable = {
@@ -137,14 +137,12 @@ static const RpcTransportVTable sim_transport_vtable = {
 /* The message from → to could not be delivered: if it was a request, its
  * caller's call fails. */
 static void
-bounce_to_sender(SimWorld *w, gint from, gint to, GBytes *wire, const char *reason)
+bounce_to_sender(SimWorld *w, gint from, gint to, RpcWire *wire, const char *reason)
 {
     RpcAgent *sender = w->workers[from].agent;
     if (sender == NULL || !rpc_agent_is_running(sender))
         return;
-    gsize len;
-    const guint8 *data = g_bytes_get_data(wire, &len);
-    RpcMessage *msg = rpc_message_decode(data, len, NULL);
+    RpcMessage *msg = rpc_message_decode_wire(wire, NULL);
     if (msg == NULL)
         return;
     if (rpc_message_type_is_request(rpc_message_type(msg)))
@@ -168,11 +166,11 @@ close_notice_run(gpointer data)
 }
 
 static void
-on_deliver(gpointer data, gint from, gint to, GBytes *wire)
+on_deliver(gpointer data, gint from, gint to, RpcWire *wire)
 {
     SimWorld *w = data;
     RpcAgent *dst = w->workers[to].agent;
-    if (g_bytes_get_size(wire) == 0) { /* a close notice (tr_closed) */
+    if (rpc_wire_size(wire) == 0) { /* a close notice (tr_closed) */
         if (dst == NULL || !rpc_agent_is_running(dst))
             return;
         /* Through the thread pool, behind the responses that arrived
@@ -189,7 +187,7 @@ on_deliver(gpointer data, gint from, gint to, GBytes *wire)
 }
 
 static void
-on_bounce(gpointer data, gint from, gint to, GBytes *wire, const char *reason)
+on_bounce(gpointer data, gint from, gint to, RpcWire *wire, const char *reason)
 {
     bounce_to_sender(data, from, to, wire, reason);
 }

@@ -122,12 +122,13 @@ test_build_matches_encode(void)
         GBytes *expect = rpc_message_encode(ref);
 
         GPtrArray *t2 = g_ptr_array_new_with_free_func((GDestroyNotify)rpc_tensor_unref);
-        GBytes *wire = NULL;
+        RpcWire *wire = NULL;
         GError *err = NULL;
         RpcMessage *m = rpc_message_build(RPC_MSG_PYTHON_CALL, 41, body, t2, NULL,
                                           use_scratch ? scratch : NULL, &wire, &err);
         g_assert_no_error(err);
-        g_assert_true(g_bytes_equal(wire, expect));
+        g_assert_cmpmem(rpc_wire_data(wire), rpc_wire_size(wire), g_bytes_get_data(expect, NULL),
+                        g_bytes_get_size(expect));
         g_assert_true(g_bytes_equal(rpc_message_payload(m), rpc_message_payload(ref)));
         g_assert_cmpuint(rpc_message_tensors(m)->len, ==, with_tensor ? 1 : 0);
         GBytes *again = rpc_message_encode(m);
@@ -136,7 +137,7 @@ test_build_matches_encode(void)
         const guint8 *data = rpc_message_payload_data(m, &len);
         g_assert_cmpmem(data, len, g_bytes_get_data(payload, NULL), g_bytes_get_size(payload));
         g_bytes_unref(again);
-        g_bytes_unref(wire);
+        rpc_wire_unref(wire);
         rpc_message_unref(m);
         g_ptr_array_unref(t2);
         g_bytes_unref(expect);
@@ -150,7 +151,7 @@ test_build_matches_encode(void)
     rpc_value_list_append(bad, rpc_value_new_future(f));
     rpc_future_unref(f);
     GPtrArray *t = g_ptr_array_new_with_free_func((GDestroyNotify)rpc_tensor_unref);
-    GBytes *wire = NULL;
+    RpcWire *wire = NULL;
     GError *err = NULL;
     g_assert_null(rpc_message_build(RPC_MSG_PYTHON_RET, 1, bad, t, NULL, scratch, &wire, &err));
     g_assert_error(err, RPC_ERROR, RPC_ERROR_RUNTIME);
@@ -164,6 +165,60 @@ test_build_matches_encode(void)
     g_assert_null(scratch->data);
 }
 
+/* RpcWire: copies, refcounts, GBytes views that keep it alive, and the
+ * message encoded / decoded through it. */
+static void
+test_wire(void)
+{
+    RpcWire *empty = rpc_wire_new(NULL, 0);
+    g_assert_cmpuint(rpc_wire_size(empty), ==, 0);
+    rpc_wire_unref(empty);
+    rpc_wire_unref(NULL);
+
+    guint8 big[1000];
+    for (guint i = 0; i < sizeof big; i++)
+        big[i] = (guint8)(i * 7);
+    for (gsize n = 1; n <= sizeof big; n = n * 3 + 1) { /* pooled and not */
+        RpcWire *w = rpc_wire_new(big, n);
+        big[0] ^= 0xff; /* a copy: later changes to the source do not show */
+        g_assert_cmpuint(rpc_wire_size(w), ==, n);
+        g_assert_cmpuint(rpc_wire_data(w)[0], ==, (guint8)(big[0] ^ 0xff));
+        big[0] ^= 0xff;
+        GBytes *view = rpc_wire_bytes(w, n / 2, n - n / 2);
+        g_assert_true(rpc_wire_ref(w) == w);
+        rpc_wire_unref(w);
+        rpc_wire_unref(w); /* the view still holds it */
+        g_assert_cmpmem(g_bytes_get_data(view, NULL), g_bytes_get_size(view), big + n / 2,
+                        n - n / 2);
+        g_bytes_unref(view);
+    }
+
+    RpcMessage *m = rpc_message_new(RPC_MSG_SCRIPT_RET, 9, g_bytes_new("abc", 3), NULL);
+    RpcWire *w = rpc_message_encode_wire(m);
+    GBytes *b = rpc_message_encode(m);
+    g_assert_cmpmem(rpc_wire_data(w), rpc_wire_size(w), g_bytes_get_data(b, NULL),
+                    g_bytes_get_size(b));
+    GError *err = NULL;
+    RpcMessage *d = rpc_message_decode_wire(w, &err);
+    g_assert_no_error(err);
+    rpc_wire_unref(w); /* the message keeps the bytes it points into */
+    gsize len;
+    const guint8 *p = rpc_message_payload_data(d, &len);
+    g_assert_cmpmem(p, len, "abc", 3);
+    GBytes *payload = rpc_message_payload(d); /* a view made on request */
+    g_assert_cmpmem(g_bytes_get_data(payload, NULL), g_bytes_get_size(payload), "abc", 3);
+    g_assert_true(rpc_message_payload(d) == payload);
+    rpc_message_unref(d);
+    g_bytes_unref(b);
+    rpc_message_unref(m);
+
+    RpcWire *cut = rpc_wire_new((const guint8 *)"RPCS", 4);
+    g_assert_null(rpc_message_decode_wire(cut, &err));
+    g_assert_error(err, RPC_ERROR, RPC_ERROR_RUNTIME);
+    g_clear_error(&err);
+    rpc_wire_unref(cut);
+}
+
 int
 main(int argc, char **argv)
 {
@@ -172,5 +227,6 @@ main(int argc, char **argv)
     g_test_add_func("/message/decode-bytes-shares-payload", test_decode_bytes_shares_payload);
     g_test_add_func("/message/empty-parts-are-shared", test_empty_parts_are_shared);
     g_test_add_func("/message/build-matches-encode", test_build_matches_encode);
+    g_test_add_func("/message/wire", test_wire);
     return g_test_run();
 }

@@ -33,10 +33,11 @@ typedef struct {
 } Fx;
 
 static gint64
-wire_id(GBytes *wire)
+wire_id(RpcWire *wire)
 {
     gsize len;
-    const guint8 *p = g_bytes_get_data(wire, &len);
+    const guint8 *p = rpc_wire_data(wire);
+    len = rpc_wire_size(wire);
     g_assert_cmpuint(len, >=, 8);
     guint64 v = 0;
     for (int i = 7; i >= 0; i--)
@@ -44,31 +45,33 @@ wire_id(GBytes *wire)
     return (gint64)v;
 }
 
-static GBytes *
+static RpcWire *
 wire_new(gint64 id, gsize size)
 {
     g_assert_cmpuint(size, >=, 8);
-    guint8 *p = g_malloc0(size);
+    guint8 *p;
+    RpcWire *w = rpc_wire_new_uninit(size, &p);
+    memset(p, 0, size);
     for (int i = 0; i < 8; i++)
         p[i] = (guint8)((guint64)id >> (8 * i));
-    return g_bytes_new_take(p, size);
+    return w;
 }
 
 static void
-record(Fx *fx, gint from, gint to, GBytes *wire, gboolean bounced)
+record(Fx *fx, gint from, gint to, RpcWire *wire, gboolean bounced)
 {
-    Arrival a = {sim_kernel_now(fx->k), from, to, wire_id(wire), g_bytes_get_size(wire), bounced};
+    Arrival a = {sim_kernel_now(fx->k), from, to, wire_id(wire), rpc_wire_size(wire), bounced};
     g_array_append_val(fx->arrivals, a);
 }
 
 static void
-on_deliver(gpointer data, gint from, gint to, GBytes *wire)
+on_deliver(gpointer data, gint from, gint to, RpcWire *wire)
 {
     record(data, from, to, wire, FALSE);
 }
 
 static void
-on_bounce(gpointer data, gint from, gint to, GBytes *wire, const char *reason)
+on_bounce(gpointer data, gint from, gint to, RpcWire *wire, const char *reason)
 {
     g_assert_cmpstr(reason, ==, "Connection closed by peer");
     record(data, from, to, wire, TRUE);
@@ -112,9 +115,9 @@ arrival(Fx *fx, guint i)
 static void
 send_now(Fx *fx, gint from, gint to, gint64 id, gsize size, SimTime extra)
 {
-    GBytes *w = wire_new(id, size);
+    RpcWire *w = wire_new(id, size);
     sim_net_send(fx->net, from, to, w, "PYTHON_CALL", id, extra);
-    g_bytes_unref(w);
+    rpc_wire_unref(w);
 }
 
 /* --- actions at later virtual times --------------------------------------- */
@@ -651,7 +654,7 @@ typedef struct {
 } RepauseFx;
 
 static void
-repause_deliver(gpointer data, gint from, gint to, GBytes *wire)
+repause_deliver(gpointer data, gint from, gint to, RpcWire *wire)
 {
     RepauseFx *r = data;
     record(&r->fx, from, to, wire, FALSE);
