@@ -245,16 +245,18 @@ rpc_agent_start(RpcAgent *a, GError **error)
         rpc_value_unref(v);
         names[r] = a->store->vt->get(a->store, key);
     }
+    /* The first repeated name, in rank order (a set: worlds of thousands). */
+    GHashTable *seen_names = g_hash_table_new(g_str_hash, g_str_equal);
     for (guint r = 0; r < a->world_size; r++) {
-        for (guint q = 0; q < r; q++) {
-            if (strcmp(names[q], names[r]) == 0) {
-                g_set_error(error, RPC_ERROR, RPC_ERROR_RUNTIME,
-                            "RPC worker name %s is not unique.", names[r]);
-                g_strfreev(names);
-                return FALSE;
-            }
+        if (!g_hash_table_add(seen_names, names[r])) {
+            g_set_error(error, RPC_ERROR, RPC_ERROR_RUNTIME, "RPC worker name %s is not unique.",
+                        names[r]);
+            g_hash_table_unref(seen_names);
+            g_strfreev(names);
+            return FALSE;
         }
     }
+    g_hash_table_unref(seen_names);
     a->names = names;
     a->state = AGENT_RUNNING;
     TRACE(a, tk_state, 0, 0, 0, "running");
