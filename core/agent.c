@@ -43,6 +43,11 @@ typedef struct {
 } TimeoutEntry;
 
 typedef struct {
+    TimeoutEntry *v; /* min-heap by (expiry, id) */
+    guint len, cap;
+} TimeoutHeap;
+
+typedef struct {
     RpcValue *gathered; /* dict name → obj */
     RpcFuture *proceed;
 } GatherState;
@@ -61,8 +66,8 @@ struct RpcAgent {
     char *prefix; /* store key prefix */
     gint64 next_message_id;
     RpcIntMap pending; /* request id → Pending* (owned) */
-    GArray *timeouts;  /* min-heap of TimeoutEntry */
-    guint64 timer_id;  /* armed executor timer, 0 if none */
+    TimeoutHeap timeouts;
+    guint64 timer_id; /* armed executor timer, 0 if none */
     RpcTime timer_at;
     RpcFuture *idle; /* completed when client_active_calls reaches 0 */
     RpcAgentCounters c;
@@ -163,7 +168,6 @@ rpc_agent_new(const RpcAgentConfig *cfg, GError **error)
     a->next_message_id = cfg->first_message_id;
     a->prefix = g_strdup(cfg->store_prefix ? cfg->store_prefix : "");
     rpc_intmap_init(&a->pending);
-    a->timeouts = g_array_new(FALSE, FALSE, sizeof(TimeoutEntry));
     a->gather_seq = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
     a->gather_states = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, gather_state_free);
     a->slots =
@@ -200,7 +204,7 @@ rpc_agent_free(RpcAgent *a)
         if (a->pending.slots[i].value != NULL)
             pending_free(a->pending.slots[i].value);
     rpc_intmap_clear(&a->pending);
-    g_array_unref(a->timeouts);
+    g_free(a->timeouts.v);
     rpc_future_unref(a->idle);
     if (a->spare_tensors != NULL)
         g_ptr_array_unref(a->spare_tensors);
@@ -447,11 +451,15 @@ entry_before(const TimeoutEntry *x, const TimeoutEntry *y)
 }
 
 static void
-heap_push(GArray *h, TimeoutEntry e)
+heap_push(TimeoutHeap *h, TimeoutEntry e)
 {
-    g_array_append_val(h, e);
+    if (h->len == h->cap) {
+        h->cap = h->cap ? 2 * h->cap : 16;
+        h->v = g_renew(TimeoutEntry, h->v, h->cap);
+    }
+    h->v[h->len++] = e;
     guint i = h->len - 1;
-    TimeoutEntry *d = (TimeoutEntry *)h->data;
+    TimeoutEntry *d = h->v;
     while (i > 0) {
         guint p = (i - 1) / 2;
         if (!entry_before(&d[i], &d[p]))
@@ -464,12 +472,11 @@ heap_push(GArray *h, TimeoutEntry e)
 }
 
 static TimeoutEntry
-heap_pop(GArray *h)
+heap_pop(TimeoutHeap *h)
 {
-    TimeoutEntry *d = (TimeoutEntry *)h->data;
+    TimeoutEntry *d = h->v;
     TimeoutEntry top = d[0];
-    d[0] = d[h->len - 1];
-    g_array_set_size(h, h->len - 1);
+    d[0] = d[--h->len];
     guint i = 0, n = h->len;
     for (;;) {
         guint l = 2 * i + 1, r = l + 1, m = i;
@@ -492,9 +499,9 @@ static void on_timer(gpointer data);
 static void
 arm_timer(RpcAgent *a)
 {
-    if (a->timeouts->len == 0)
+    if (a->timeouts.len == 0)
         return;
-    RpcTime head = g_array_index(a->timeouts, TimeoutEntry, 0).expiry;
+    RpcTime head = a->timeouts.v[0].expiry;
     if (a->timer_id != 0) {
         if (a->timer_at <= head)
             return;
@@ -524,21 +531,21 @@ take_pending(RpcAgent *a, gint64 id, Pending *out)
 static void
 retarget_timer(RpcAgent *a)
 {
-    while (a->timeouts->len > 0) {
-        TimeoutEntry *e = &g_array_index(a->timeouts, TimeoutEntry, 0);
+    while (a->timeouts.len > 0) {
+        TimeoutEntry *e = &a->timeouts.v[0];
         Pending *p = rpc_intmap_lookup(&a->pending, e->id);
         if (p != NULL && p->expiry == e->expiry)
             break;
-        heap_pop(a->timeouts);
+        heap_pop(&a->timeouts);
     }
-    if (a->timeouts->len == 0) {
+    if (a->timeouts.len == 0) {
         if (a->timer_id != 0) {
             rpc_executor_cancel(a->ex, a->timer_id);
             a->timer_id = 0;
         }
         return;
     }
-    RpcTime head = g_array_index(a->timeouts, TimeoutEntry, 0).expiry;
+    RpcTime head = a->timeouts.v[0].expiry;
     if (a->timer_id != 0 && a->timer_at != head) {
         rpc_executor_cancel(a->ex, a->timer_id);
         a->timer_id = 0;
@@ -573,8 +580,8 @@ on_timer(gpointer data)
     RpcAgent *a = data;
     a->timer_id = 0;
     RpcTime now = rpc_executor_now(a->ex);
-    while (a->timeouts->len > 0 && g_array_index(a->timeouts, TimeoutEntry, 0).expiry <= now) {
-        TimeoutEntry e = heap_pop(a->timeouts);
+    while (a->timeouts.len > 0 && a->timeouts.v[0].expiry <= now) {
+        TimeoutEntry e = heap_pop(&a->timeouts);
         Pending *p = rpc_intmap_lookup(&a->pending, e.id);
         if (p == NULL || p->expiry != e.expiry)
             continue; /* answered already */
@@ -748,7 +755,7 @@ send_message(RpcAgent *a, gint dst, RpcMessage *msg, RpcWire *wire, RpcTime time
         if (effective > 0) {
             RpcTime now = rpc_executor_now(a->ex);
             p->expiry = effective > RPC_TIME_NEVER - now ? RPC_TIME_NEVER : now + effective;
-            heap_push(a->timeouts, (TimeoutEntry){p->expiry, id});
+            heap_push(&a->timeouts, (TimeoutEntry){p->expiry, id});
         }
         rpc_intmap_insert(&a->pending, id, p);
         a->c.client_active_calls++;
