@@ -217,20 +217,18 @@ remove_at(SimEvq *q, guint i)
         sift_down(heap, n, i, last);
 }
 
+/* Only the link changes: push sets every other field, and cancelled is
+ * cleared by reap_dead (the one path that set it). */
 static inline void
 recycle(SimEvq *q, SimEvent *ev)
 {
-    ev->fn = NULL;
-    ev->data = NULL;
-    ev->destroy = NULL;
-    ev->cancelled = FALSE;
     ev->next_free = q->free_list;
     q->free_list = ev;
 }
 
 /* Runs ev's destroy notifier and recycles it.  ev is in no container, so the
  * notifier may use the queue. */
-static void
+static inline void
 reap(SimEvq *q, SimEvent *ev)
 {
     GDestroyNotify destroy = ev->destroy;
@@ -243,7 +241,7 @@ reap(SimEvq *q, SimEvent *ev)
 
 /* Reaps the cancelled events, in the order they were cancelled.  A notifier
  * may cancel more: they join the tail and are reaped in this same call. */
-static inline void
+static G_GNUC_NO_INLINE void
 reap_dead(SimEvq *q)
 {
     while (q->dead_head != &free_list_end) {
@@ -252,6 +250,7 @@ reap_dead(SimEvq *q)
         if (q->dead_head == &free_list_end)
             q->dead_tail = NULL;
         q->dead--;
+        ev->cancelled = FALSE;
         reap(q, ev);
     }
 }
@@ -312,6 +311,22 @@ sim_evq_free(SimEvq *q)
     g_free(q);
 }
 
+/* Push's rare paths, out of line so that the common one saves few
+ * registers: a fresh record when the free list is empty, and a bigger
+ * heap. */
+static G_GNUC_NO_INLINE SimEvent *
+new_record(void)
+{
+    return g_new(SimEvent, 1);
+}
+
+static G_GNUC_NO_INLINE void
+grow(SimEvq *q)
+{
+    q->cap *= 2;
+    q->heap = g_renew(Slot, q->heap, q->cap);
+}
+
 SimEvent *
 sim_evq_push(SimEvq *q, SimTime t, SimEventFunc fn, gpointer data, GDestroyNotify destroy)
 {
@@ -322,26 +337,23 @@ sim_evq_push(SimEvq *q, SimTime t, SimEventFunc fn, gpointer data, GDestroyNotif
     g_return_val_if_fail(t != SIM_TIME_NEVER, NULL);
     g_return_val_if_fail(!q->freeing, NULL);
 
-    if (q->free_list != &free_list_end) {
-        ev = q->free_list;
+    ev = q->free_list;
+    if (G_LIKELY(ev != &free_list_end))
         q->free_list = ev->next_free;
-    } else {
-        ev = g_new(SimEvent, 1);
-    }
+    else
+        ev = new_record();
+    const guint64 seq = q->next_seq++;
     ev->time = t;
-    ev->seq = q->next_seq++;
+    ev->seq = seq;
     ev->fn = fn;
     ev->data = data;
     ev->destroy = destroy;
     ev->cancelled = FALSE;
     ev->next_free = ev;
 
-    if (q->n == q->cap) {
-        q->cap *= 2;
-        q->heap = g_renew(Slot, q->heap, q->cap);
-    }
-    sift_up(q->heap, q->n, (Slot){.time = t, .seq = ev->seq, .ev = ev});
-    q->n++;
+    if (G_UNLIKELY(q->n == q->cap))
+        grow(q);
+    sift_up(q->heap, q->n++, (Slot){.time = t, .seq = seq, .ev = ev});
     q->scheduled++;
     return ev;
 }
@@ -375,13 +387,20 @@ sim_evq_cancel(SimEvq *q, SimEvent *ev)
 SimEvent *
 sim_evq_pop(SimEvq *q)
 {
+    return sim_evq_pop_until(q, SIM_TIME_NEVER);
+}
+
+SimEvent *
+sim_evq_pop_until(SimEvq *q, SimTime limit)
+{
     SimEvent *ev;
 
     g_return_val_if_fail(q != NULL, NULL);
     g_return_val_if_fail(!q->freeing, NULL);
 
-    reap_dead(q);
-    if (q->n == 0)
+    if (G_UNLIKELY(q->dead_head != &free_list_end))
+        reap_dead(q);
+    if (q->n == 0 || q->heap[0].time > limit)
         return NULL;
     ev = q->heap[0].ev;
     remove_top(q);
@@ -395,7 +414,8 @@ sim_evq_peek_time(SimEvq *q)
     g_return_val_if_fail(q != NULL, SIM_TIME_NEVER);
     g_return_val_if_fail(!q->freeing, SIM_TIME_NEVER);
 
-    reap_dead(q);
+    if (G_UNLIKELY(q->dead_head != &free_list_end))
+        reap_dead(q);
     return q->n > 0 ? q->heap[0].time : SIM_TIME_NEVER;
 }
 

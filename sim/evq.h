@@ -67,6 +67,11 @@ void sim_evq_cancel(SimEvq *q, SimEvent *ev);
 /* The earliest live event, removed from the queue (transfer full), or NULL
  * when no live event remains.  Cancelled events are reaped first. */
 SimEvent *sim_evq_pop(SimEvq *q);
+/* Like sim_evq_pop(), but NULL also when the earliest live event is later
+ * than limit (it then stays queued): one call per event for a dispatch
+ * loop with a time limit, instead of peek_time + pop.  sim_evq_len() tells
+ * the two NULLs apart. */
+SimEvent *sim_evq_pop_until(SimEvq *q, SimTime limit);
 /* Time of the earliest live event, or SIM_TIME_NEVER. */
 SimTime sim_evq_peek_time(SimEvq *q);
 /* Runs destroy(data) (if any) and recycles the record.  ev must come from

@@ -162,7 +162,7 @@ ex_trace(RpcExecutor *base, const RpcTraceKind *kind, gint64 a, gint64 b, gint64
          const char *detail)
 {
     SimExecutor *ex = (SimExecutor *)base;
-    sim_kernel_trace_emit(ex->k, ex->worker, kind, a, b, c, detail);
+    sim_kernel__trace_emit(ex->k, ex->worker, kind, a, b, c, detail);
 }
 
 static const RpcExecutorVTable sim_executor_vtable = {

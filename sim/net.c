@@ -85,6 +85,8 @@
 
 #include <math.h>
 
+#include "sim/kernel-private.h"
+
 /* The RPC layer's text for a connection that the peer closed. */
 #define BOUNCE_REASON "Connection closed by peer"
 #define TIME_MAX      (SIM_TIME_NEVER - 1)
@@ -547,14 +549,14 @@ pending_schedule(SimNet *net, SimTime t, PendingKind kind, gint from, gint to, G
 static void
 emit_drop(SimNet *net, gint from, gint to, gint64 id, const char *why)
 {
-    sim_kernel_trace_emit(net->k, from, &kind_drop, to, id, 0, why);
+    sim_kernel__trace_emit(net->k, from, &kind_drop, to, id, 0, why);
 }
 
 static void
 do_deliver(SimNet *net, gint from, gint to, GBytes *wire, gint64 id)
 {
     net->stats.delivered++;
-    sim_kernel_trace_emit(net->k, to, &kind_deliver, from, (gint64)g_bytes_get_size(wire), id,
+    sim_kernel__trace_emit(net->k, to, &kind_deliver, from, (gint64)g_bytes_get_size(wire), id,
                           NULL);
     net->deliver(net->data, from, to, wire);
 }
@@ -563,7 +565,7 @@ static void
 do_bounce(SimNet *net, gint from, gint to, GBytes *wire, gint64 id)
 {
     net->stats.bounced++;
-    sim_kernel_trace_emit(net->k, to, &kind_bounce, from, (gint64)g_bytes_get_size(wire), id,
+    sim_kernel__trace_emit(net->k, to, &kind_bounce, from, (gint64)g_bytes_get_size(wire), id,
                           BOUNCE_REASON);
     if (net->bounce != NULL)
         net->bounce(net->data, from, to, wire, BOUNCE_REASON);
@@ -600,7 +602,7 @@ arrive(SimNet *net, gint from, gint to, GBytes *wire, gint64 id)
         h->id = id;
         g_queue_push_tail(&hq->q, h);
         net->stats.held_paused++;
-        sim_kernel_trace_emit(net->k, to, &kind_hold, from, (gint64)g_bytes_get_size(wire), id,
+        sim_kernel__trace_emit(net->k, to, &kind_hold, from, (gint64)g_bytes_get_size(wire), id,
                               NULL);
         return;
     }
@@ -721,7 +723,7 @@ write_message(SimNet *net, gint from, gint to, GBytes *wire, gint64 id)
         SimTime again = MAX(time_add(time_add(end, dup_latency), dup_jit), arrival);
         l->last_arrival = MAX(l->last_arrival, again);
         net->stats.duplicated++;
-        sim_kernel_trace_emit(net->k, from, &kind_dup, to, id, 0, NULL);
+        sim_kernel__trace_emit(net->k, from, &kind_dup, to, id, 0, NULL);
         pending_schedule(net, again, PENDING_ARRIVAL, from, to, g_bytes_ref(wire), id);
     }
 }
@@ -736,7 +738,7 @@ sim_net_send(SimNet *net, gint from, gint to, GBytes *wire, const char *kind_nam
     gsize size = g_bytes_get_size(wire);
     net->stats.sent++;
     net->stats.bytes_sent += size;
-    sim_kernel_trace_emit(net->k, from, &kind_send, to, (gint64)size, msg_id, kind_name);
+    sim_kernel__trace_emit(net->k, from, &kind_send, to, (gint64)size, msg_id, kind_name);
     if (extra_delay > 0)
         pending_schedule(net, time_add(sim_kernel_now(net->k), extra_delay), PENDING_WRITE, from,
                          to, g_bytes_ref(wire), msg_id);
