@@ -78,7 +78,22 @@ struct SimEvq {
     SimEvent *dead_head; /* (owned) cancelled events in cancel order, ends at &free_list_end */
     SimEvent *dead_tail; /* last of the dead chain, NULL when it is empty */
     gboolean freeing;    /* inside sim_evq_free(): no new events */
+    /* The now lane (see the file comment): a ring of slots, all at
+     * lane_time, in push (= seq) order; a cancelled one has ev == NULL.
+     * lane_head and lane_tail run free (masked by lane_cap - 1, a power of
+     * two); the slot at lane_head is never a cancelled one. */
+    Slot *lane;
+    guint lane_cap;
+    guint lane_head, lane_tail;
+    guint lane_live;     /* live events in the lane */
+    SimTime lane_time;   /* time of every event in the lane, when non-empty */
+    SimTime last_time;   /* time of the last popped event (0 before any) */
 };
+
+#define LANE_MIN_CAP 16
+/* Set in a record's index when it is in the lane (the rest is the ring
+ * position); a heap never holds 2^31 events. */
+#define LANE_BIT 0x80000000u
 
 /* Terminates the free list and the dead chain; never dereferenced.  A distinct
  * object so that NULL keeps meaning "popped". */
@@ -262,6 +277,8 @@ sim_evq_new(void)
 
     q->cap = HEAP_MIN_CAP;
     q->heap = g_new(Slot, q->cap);
+    q->lane_cap = LANE_MIN_CAP;
+    q->lane = g_new(Slot, q->lane_cap);
     q->free_list = &free_list_end;
     q->dead_head = &free_list_end;
     return q;
@@ -297,18 +314,58 @@ sim_evq_free(SimEvq *q)
      * event of this queue (a no-op on bookkeeping we are about to drop), so
      * no record may be freed while one can still run.  Each notifier is
      * cleared before it is called, so it runs exactly once.  Cancelled
-     * events first (in cancel order), then the live ones in heap order. */
+     * events first (in cancel order), then the live ones in heap order,
+     * then the lane's in lane order. */
+    const guint mask = q->lane_cap - 1;
     q->freeing = TRUE;
     for (SimEvent *ev = q->dead_head; ev != &free_list_end; ev = ev->next_free)
         destroy_at_free(ev);
     for (guint i = 0; i < q->n; i++)
         destroy_at_free(q->heap[i].ev);
+    for (guint p = q->lane_head; p != q->lane_tail; p++) {
+        if (q->lane[p & mask].ev != NULL)
+            destroy_at_free(q->lane[p & mask].ev);
+    }
     for (guint i = 0; i < q->n; i++)
         g_free(q->heap[i].ev);
+    for (guint p = q->lane_head; p != q->lane_tail; p++)
+        g_free(q->lane[p & mask].ev); /* NULL for cancelled slots: on the dead chain */
     free_chain(q->dead_head);
     free_chain(q->free_list);
+    g_free(q->lane);
     g_free(q->heap);
     g_free(q);
+}
+
+/* Drops cancelled slots from the lane's head, so that a non-empty lane's
+ * head is live. */
+static inline void
+lane_trim(SimEvq *q)
+{
+    const guint mask = q->lane_cap - 1;
+    while (q->lane_head != q->lane_tail && q->lane[q->lane_head & mask].ev == NULL)
+        q->lane_head++;
+}
+
+/* Doubles the lane's ring, keeping its order; live records learn their new
+ * positions. */
+static G_GNUC_NO_INLINE void
+lane_grow(SimEvq *q)
+{
+    const guint used = q->lane_tail - q->lane_head;
+    const guint mask = q->lane_cap - 1;
+    Slot *ring = g_new(Slot, q->lane_cap * 2);
+
+    for (guint i = 0; i < used; i++) {
+        ring[i] = q->lane[(q->lane_head + i) & mask];
+        if (ring[i].ev != NULL)
+            ring[i].ev->index = LANE_BIT | i;
+    }
+    g_free(q->lane);
+    q->lane = ring;
+    q->lane_cap *= 2;
+    q->lane_head = 0;
+    q->lane_tail = used;
 }
 
 /* Push's rare paths, out of line so that the common one saves few
@@ -327,15 +384,47 @@ grow(SimEvq *q)
     q->heap = g_renew(Slot, q->heap, q->cap);
 }
 
+/* The heap part of a push, out of line: its registers would otherwise be
+ * saved on the lane's path too. */
+static G_GNUC_NO_INLINE void
+heap_insert(SimEvq *q, Slot s)
+{
+    if (G_UNLIKELY(q->n == q->cap))
+        grow(q);
+    sift_up(q->heap, q->n++, s);
+}
+
+/* The heap part of a pop (see remove_top), out of line for the same
+ * reason; returns the event that was on top. */
+static G_GNUC_NO_INLINE SimEvent *
+heap_pop(SimEvq *q)
+{
+    SimEvent *ev = q->heap[0].ev;
+    remove_top(q);
+    return ev;
+}
+
+/* sim_evq_push's argument checks, out of line: reports the caller's bug
+ * (g_return_val_if_fail's critical) and returns NULL. */
+static G_GNUC_NO_INLINE SimEvent *
+push_rejected(SimEvq *q, SimEventFunc fn, SimTime t)
+{
+    g_return_val_if_fail(q != NULL, NULL);
+    g_return_val_if_fail(fn != NULL, NULL);
+    g_return_val_if_fail(t != SIM_TIME_NEVER, NULL);
+    g_return_val_if_fail(!q->freeing, NULL);
+    g_assert_not_reached();
+    return NULL;
+}
+
 SimEvent *
 sim_evq_push(SimEvq *q, SimTime t, SimEventFunc fn, gpointer data, GDestroyNotify destroy)
 {
     SimEvent *ev;
 
-    g_return_val_if_fail(q != NULL, NULL);
-    g_return_val_if_fail(fn != NULL, NULL);
-    g_return_val_if_fail(t != SIM_TIME_NEVER, NULL);
-    g_return_val_if_fail(!q->freeing, NULL);
+    /* One test on the hot path; the reporter names the failed check. */
+    if (G_UNLIKELY(q == NULL || fn == NULL || t == SIM_TIME_NEVER || q->freeing))
+        return push_rejected(q, fn, t);
 
     ev = q->free_list;
     if (G_LIKELY(ev != &free_list_end))
@@ -351,10 +440,22 @@ sim_evq_push(SimEvq *q, SimTime t, SimEventFunc fn, gpointer data, GDestroyNotif
     ev->cancelled = FALSE;
     ev->next_free = ev;
 
-    if (G_UNLIKELY(q->n == q->cap))
-        grow(q);
-    sift_up(q->heap, q->n++, (Slot){.time = t, .seq = seq, .ev = ev});
     q->scheduled++;
+    /* The now lane: an event at the lane's time (or, lane empty, at the
+     * time of the last pop) has the largest seq yet, so appending keeps the
+     * lane sorted by (time, seq). */
+    const guint used = q->lane_tail - q->lane_head;
+    if (used != 0 ? t == q->lane_time : t == q->last_time) {
+        if (G_UNLIKELY(used == q->lane_cap))
+            lane_grow(q);
+        const guint pos = q->lane_tail++ & (q->lane_cap - 1);
+        q->lane[pos] = (Slot){.time = t, .seq = seq, .ev = ev};
+        ev->index = LANE_BIT | pos;
+        q->lane_time = t;
+        q->lane_live++;
+        return ev;
+    }
+    heap_insert(q, (Slot){.time = t, .seq = seq, .ev = ev});
     return ev;
 }
 
@@ -372,8 +473,16 @@ sim_evq_cancel(SimEvq *q, SimEvent *ev)
     if (q->freeing)
         return;
 
-    g_assert(ev->index < q->n && q->heap[ev->index].ev == ev);
-    remove_at(q, ev->index);
+    if (ev->index & LANE_BIT) {
+        guint pos = ev->index & ~LANE_BIT;
+        g_assert(pos < q->lane_cap && q->lane[pos].ev == ev);
+        q->lane[pos].ev = NULL; /* skipped at the head, see lane_trim */
+        q->lane_live--;
+        lane_trim(q);
+    } else {
+        g_assert(ev->index < q->n && q->heap[ev->index].ev == ev);
+        remove_at(q, ev->index);
+    }
     ev->cancelled = TRUE;
     ev->next_free = &free_list_end;
     if (q->dead_tail != NULL)
@@ -390,21 +499,44 @@ sim_evq_pop(SimEvq *q)
     return sim_evq_pop_until(q, SIM_TIME_NEVER);
 }
 
+/* sim_evq_pop_until's argument checks, out of line (see push_rejected). */
+static G_GNUC_NO_INLINE SimEvent *
+pop_rejected(SimEvq *q)
+{
+    g_return_val_if_fail(q != NULL, NULL);
+    g_return_val_if_fail(!q->freeing, NULL);
+    g_assert_not_reached();
+    return NULL;
+}
+
 SimEvent *
 sim_evq_pop_until(SimEvq *q, SimTime limit)
 {
     SimEvent *ev;
 
-    g_return_val_if_fail(q != NULL, NULL);
-    g_return_val_if_fail(!q->freeing, NULL);
+    if (G_UNLIKELY(q == NULL || q->freeing))
+        return pop_rejected(q);
 
     if (G_UNLIKELY(q->dead_head != &free_list_end))
         reap_dead(q);
+    if (q->lane_head != q->lane_tail) {
+        const Slot *l = &q->lane[q->lane_head & (q->lane_cap - 1)];
+        if (q->n == 0 || slot_less(l, &q->heap[0])) {
+            if (l->time > limit)
+                return NULL;
+            ev = l->ev;
+            q->lane_head++;
+            q->lane_live--;
+            lane_trim(q);
+            goto popped;
+        }
+    }
     if (q->n == 0 || q->heap[0].time > limit)
         return NULL;
-    ev = q->heap[0].ev;
-    remove_top(q);
+    ev = heap_pop(q);
+popped:
     ev->next_free = NULL;
+    q->last_time = ev->time;
     return ev;
 }
 
@@ -416,7 +548,10 @@ sim_evq_peek_time(SimEvq *q)
 
     if (G_UNLIKELY(q->dead_head != &free_list_end))
         reap_dead(q);
-    return q->n > 0 ? q->heap[0].time : SIM_TIME_NEVER;
+    SimTime t = q->n > 0 ? q->heap[0].time : SIM_TIME_NEVER;
+    if (q->lane_head != q->lane_tail && q->lane_time < t)
+        t = q->lane_time;
+    return t;
 }
 
 void
@@ -434,7 +569,7 @@ sim_evq_len(const SimEvq *q)
 {
     g_return_val_if_fail(q != NULL, 0);
 
-    return q->n;
+    return q->n + q->lane_live;
 }
 
 guint64

@@ -29,6 +29,15 @@ gint sim_pool_compare_by_worker(gconstpointer a, gconstpointer b);
 /* TRUE when threads are blocked or tasks queued. */
 gboolean sim_kernel_deadlock_report_needed(const SimKernel *k);
 
+/* sim_kernel_at() for sim/ callers that schedule at k->now or later by
+ * construction (a resume at now, a net event at MAX(t, now)): straight to
+ * the queue, without the public entry's argument checks. */
+static inline SimEvent *
+sim_kernel__at(SimKernel *k, SimTime t, SimEventFunc fn, gpointer data, GDestroyNotify destroy)
+{
+    return sim_evq_push(k->evq, t, fn, data, destroy);
+}
+
 /* sim_kernel_trace_emit() inline: stamps the record with the clock and the
  * running thread and folds it in place (8 records per simulated round
  * trip, so the two calls it saves matter). */

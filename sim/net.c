@@ -540,7 +540,7 @@ pending_schedule(SimNet *net, SimTime t, PendingKind kind, gint from, gint to, G
     if (net->pending != NULL)
         net->pending->prev = p;
     net->pending = p;
-    p->ev = sim_kernel_at(net->k, MAX(t, sim_kernel_now(net->k)), pending_run, p, pending_destroy);
+    p->ev = sim_kernel__at(net->k, MAX(t, net->k->now), pending_run, p, pending_destroy);
     return p;
 }
 
@@ -577,7 +577,7 @@ schedule_drain(SimNet *net, gint worker)
     HoldQueue *hq = g_hash_table_lookup(net->holds, GINT_TO_POINTER(worker));
     if (hq == NULL || hq->drain != NULL || g_queue_is_empty(&hq->q))
         return;
-    hq->drain = pending_schedule(net, sim_kernel_now(net->k), PENDING_DRAIN, -1, worker, NULL, 0);
+    hq->drain = pending_schedule(net, net->k->now, PENDING_DRAIN, -1, worker, NULL, 0);
 }
 
 /* Delivers, bounces or holds one copy that got through the network;
@@ -674,7 +674,7 @@ write_message(SimNet *net, gint from, gint to, GBytes *wire, gint64 id)
 {
     Link *l = link_get(net, from, to);
     const SimLinkConfig *cfg = link_config(net, l);
-    SimTime now = sim_kernel_now(net->k);
+    SimTime now = net->k->now;
     guint64 draw = sim_rng_next(&l->rng); /* always: one value per message */
     gboolean lost = FALSE, reorder = FALSE, dup = FALSE;
     SimTime latency, jit = 0, dup_latency = 0, dup_jit = 0;
@@ -740,7 +740,7 @@ sim_net_send(SimNet *net, gint from, gint to, GBytes *wire, const char *kind_nam
     net->stats.bytes_sent += size;
     sim_kernel__trace_emit(net->k, from, &kind_send, to, (gint64)size, msg_id, kind_name);
     if (extra_delay > 0)
-        pending_schedule(net, time_add(sim_kernel_now(net->k), extra_delay), PENDING_WRITE, from,
+        pending_schedule(net, time_add(net->k->now, extra_delay), PENDING_WRITE, from,
                          to, g_bytes_ref(wire), msg_id);
     else
         write_message(net, from, to, wire, msg_id);

@@ -52,11 +52,14 @@ void sim_trace__emit_slow(SimTrace *t, SimTime time, gint worker, guint thread,
 /* trace.c: a kind's word, computed from its name (the cache's miss path). */
 guint64 sim_trace__kind_word(const char *name);
 
+/* xor, multiply, rotate: three instructions per word.  The rotation brings
+ * the product's well-mixed high bits down, where the next multiply spreads
+ * them up again. */
 static inline guint64
 sim_trace__fold_word(guint64 h, guint64 w)
 {
     h = (h ^ w) * SIM_TRACE_FOLD_MUL;
-    return h ^ (h >> 29);
+    return h << 29 | h >> 35;
 }
 
 static inline guint64
