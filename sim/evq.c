@@ -368,16 +368,11 @@ lane_grow(SimEvq *q)
     q->lane_tail = used;
 }
 
-/* Push's rare paths, out of line so that the common one saves few
- * registers: a fresh record when the free list is empty, and a bigger
- * heap. */
-static G_GNUC_NO_INLINE SimEvent *
-new_record(void)
-{
-    return g_new(SimEvent, 1);
-}
+/* Push's and pop's other paths are out of line and reached by tail calls,
+ * so that the common path (the lane) calls nothing and saves no
+ * registers. */
 
-static G_GNUC_NO_INLINE void
+static void
 grow(SimEvq *q)
 {
     q->cap *= 2;
@@ -386,21 +381,52 @@ grow(SimEvq *q)
 
 /* The heap part of a push, out of line: its registers would otherwise be
  * saved on the lane's path too. */
-static G_GNUC_NO_INLINE void
+static G_GNUC_NO_INLINE SimEvent *
 heap_insert(SimEvq *q, Slot s)
 {
     if (G_UNLIKELY(q->n == q->cap))
         grow(q);
     sift_up(q->heap, q->n++, s);
+    return s.ev;
 }
 
-/* The heap part of a pop (see remove_top), out of line for the same
- * reason; returns the event that was on top. */
+/* Appends s to the lane, which has room. */
+static inline SimEvent *
+lane_append(SimEvq *q, Slot s)
+{
+    const guint pos = q->lane_tail++ & (q->lane_cap - 1);
+    q->lane[pos] = s;
+    s.ev->index = LANE_BIT | pos;
+    q->lane_time = s.time;
+    q->lane_live++;
+    return s.ev;
+}
+
+static G_GNUC_NO_INLINE SimEvent *
+lane_append_grown(SimEvq *q, Slot s)
+{
+    lane_grow(q);
+    return lane_append(q, s);
+}
+
+/* The free list is empty: give it a fresh record and push again. */
+static G_GNUC_NO_INLINE SimEvent *
+push_fresh(SimEvq *q, SimTime t, SimEventFunc fn, gpointer data, GDestroyNotify destroy)
+{
+    SimEvent *ev = g_new(SimEvent, 1);
+    ev->next_free = q->free_list;
+    q->free_list = ev;
+    return sim_evq_push(q, t, fn, data, destroy);
+}
+
+/* Pops the heap's top (see remove_top). */
 static G_GNUC_NO_INLINE SimEvent *
 heap_pop(SimEvq *q)
 {
     SimEvent *ev = q->heap[0].ev;
     remove_top(q);
+    ev->next_free = NULL;
+    q->last_time = ev->time;
     return ev;
 }
 
@@ -427,10 +453,9 @@ sim_evq_push(SimEvq *q, SimTime t, SimEventFunc fn, gpointer data, GDestroyNotif
         return push_rejected(q, fn, t);
 
     ev = q->free_list;
-    if (G_LIKELY(ev != &free_list_end))
-        q->free_list = ev->next_free;
-    else
-        ev = new_record();
+    if (G_UNLIKELY(ev == &free_list_end))
+        return push_fresh(q, t, fn, data, destroy);
+    q->free_list = ev->next_free;
     const guint64 seq = q->next_seq++;
     ev->time = t;
     ev->seq = seq;
@@ -444,19 +469,14 @@ sim_evq_push(SimEvq *q, SimTime t, SimEventFunc fn, gpointer data, GDestroyNotif
     /* The now lane: an event at the lane's time (or, lane empty, at the
      * time of the last pop) has the largest seq yet, so appending keeps the
      * lane sorted by (time, seq). */
+    const Slot s = {.time = t, .seq = seq, .ev = ev};
     const guint used = q->lane_tail - q->lane_head;
     if (used != 0 ? t == q->lane_time : t == q->last_time) {
         if (G_UNLIKELY(used == q->lane_cap))
-            lane_grow(q);
-        const guint pos = q->lane_tail++ & (q->lane_cap - 1);
-        q->lane[pos] = (Slot){.time = t, .seq = seq, .ev = ev};
-        ev->index = LANE_BIT | pos;
-        q->lane_time = t;
-        q->lane_live++;
-        return ev;
+            return lane_append_grown(q, s);
+        return lane_append(q, s);
     }
-    heap_insert(q, (Slot){.time = t, .seq = seq, .ev = ev});
-    return ev;
+    return heap_insert(q, s);
 }
 
 void
@@ -509,6 +529,13 @@ pop_rejected(SimEvq *q)
     return NULL;
 }
 
+static G_GNUC_NO_INLINE SimEvent *
+pop_after_reaping(SimEvq *q, SimTime limit)
+{
+    reap_dead(q);
+    return sim_evq_pop_until(q, limit);
+}
+
 SimEvent *
 sim_evq_pop_until(SimEvq *q, SimTime limit)
 {
@@ -518,7 +545,7 @@ sim_evq_pop_until(SimEvq *q, SimTime limit)
         return pop_rejected(q);
 
     if (G_UNLIKELY(q->dead_head != &free_list_end))
-        reap_dead(q);
+        return pop_after_reaping(q, limit);
     if (q->lane_head != q->lane_tail) {
         const Slot *l = &q->lane[q->lane_head & (q->lane_cap - 1)];
         if (q->n == 0 || slot_less(l, &q->heap[0])) {
@@ -528,16 +555,14 @@ sim_evq_pop_until(SimEvq *q, SimTime limit)
             q->lane_head++;
             q->lane_live--;
             lane_trim(q);
-            goto popped;
+            ev->next_free = NULL;
+            q->last_time = ev->time;
+            return ev;
         }
     }
     if (q->n == 0 || q->heap[0].time > limit)
         return NULL;
-    ev = heap_pop(q);
-popped:
-    ev->next_free = NULL;
-    q->last_time = ev->time;
-    return ev;
+    return heap_pop(q);
 }
 
 SimTime

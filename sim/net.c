@@ -124,6 +124,7 @@ struct Pending {
     PendingKind kind;
     gint from, to;
     GBytes *wire; /* owned; NULL for drains */
+    gsize size;   /* g_bytes_get_size(wire), 0 for drains */
     gint64 id;
 };
 
@@ -159,6 +160,8 @@ struct SimNet {
     LinkTable links;
     GHashTable *partitions; /* guint64* key → itself, blocked directed links */
     GHashTable *holds;      /* GINT_TO_POINTER(worker) → HoldQueue* (owned) */
+    guint n_partitions;     /* entries of partitions: the per-message test without a call */
+    guint n_holds;          /* entries of holds, likewise */
     guint8 *down;           /* n flags */
     guint8 *paused;         /* n flags */
     Pending *pending;       /* head of the scheduled-event list */
@@ -455,7 +458,7 @@ needs_draws(const SimLinkConfig *cfg)
 static inline gboolean
 partitioned(const SimNet *net, gint from, gint to)
 {
-    if (G_LIKELY(g_hash_table_size(net->partitions) == 0))
+    if (G_LIKELY(net->n_partitions == 0))
         return FALSE;
     guint64 key = link_key(net, from, to);
     return g_hash_table_contains(net->partitions, &key);
@@ -521,7 +524,7 @@ static void pending_run(gpointer data);
 /* Schedules p at t and links it; wire (transfer full, nullable). */
 static Pending *
 pending_schedule(SimNet *net, SimTime t, PendingKind kind, gint from, gint to, GBytes *wire,
-                 gint64 id)
+                 gsize size, gint64 id)
 {
     Pending *p = net->spare;
     if (p != NULL)
@@ -535,6 +538,7 @@ pending_schedule(SimNet *net, SimTime t, PendingKind kind, gint from, gint to, G
     p->from = from;
     p->to = to;
     p->wire = wire;
+    p->size = size;
     p->id = id;
     p->next = net->pending;
     if (net->pending != NULL)
@@ -552,12 +556,12 @@ emit_drop(SimNet *net, gint from, gint to, gint64 id, const char *why)
     sim_kernel__trace_emit(net->k, from, &kind_drop, to, id, 0, why);
 }
 
+/* size is g_bytes_get_size(wire), known by the callers. */
 static void
-do_deliver(SimNet *net, gint from, gint to, GBytes *wire, gint64 id)
+do_deliver(SimNet *net, gint from, gint to, GBytes *wire, gsize size, gint64 id)
 {
     net->stats.delivered++;
-    sim_kernel__trace_emit(net->k, to, &kind_deliver, from, (gint64)g_bytes_get_size(wire), id,
-                          NULL);
+    sim_kernel__trace_emit(net->k, to, &kind_deliver, from, (gint64)size, id, NULL);
     net->deliver(net->data, from, to, wire);
 }
 
@@ -577,15 +581,15 @@ schedule_drain(SimNet *net, gint worker)
     HoldQueue *hq = g_hash_table_lookup(net->holds, GINT_TO_POINTER(worker));
     if (hq == NULL || hq->drain != NULL || g_queue_is_empty(&hq->q))
         return;
-    hq->drain = pending_schedule(net, net->k->now, PENDING_DRAIN, -1, worker, NULL, 0);
+    hq->drain = pending_schedule(net, net->k->now, PENDING_DRAIN, -1, worker, NULL, 0, 0);
 }
 
 /* Delivers, bounces or holds one copy that got through the network;
  * wire (transfer full). */
 static void
-arrive(SimNet *net, gint from, gint to, GBytes *wire, gint64 id)
+arrive(SimNet *net, gint from, gint to, GBytes *wire, gsize size, gint64 id)
 {
-    HoldQueue *hq = g_hash_table_size(net->holds) == 0
+    HoldQueue *hq = net->n_holds == 0
                         ? NULL
                         : g_hash_table_lookup(net->holds, GINT_TO_POINTER(to));
     gboolean queued = hq != NULL && !g_queue_is_empty(&hq->q);
@@ -595,6 +599,7 @@ arrive(SimNet *net, gint from, gint to, GBytes *wire, gint64 id)
             hq = g_new0(HoldQueue, 1);
             g_queue_init(&hq->q);
             g_hash_table_insert(net->holds, GINT_TO_POINTER(to), hq);
+            net->n_holds++;
         }
         Held *h = g_new(Held, 1);
         h->from = from;
@@ -602,14 +607,13 @@ arrive(SimNet *net, gint from, gint to, GBytes *wire, gint64 id)
         h->id = id;
         g_queue_push_tail(&hq->q, h);
         net->stats.held_paused++;
-        sim_kernel__trace_emit(net->k, to, &kind_hold, from, (gint64)g_bytes_get_size(wire), id,
-                              NULL);
+        sim_kernel__trace_emit(net->k, to, &kind_hold, from, (gint64)size, id, NULL);
         return;
     }
     if (net->down[to])
         do_bounce(net, from, to, wire, id);
     else
-        do_deliver(net, from, to, wire, id);
+        do_deliver(net, from, to, wire, size, id);
     g_bytes_unref(wire);
 }
 
@@ -628,14 +632,15 @@ drain(SimNet *net, gint worker)
         if (net->down[worker])
             do_bounce(net, h->from, worker, h->wire, h->id);
         else
-            do_deliver(net, h->from, worker, h->wire, h->id);
+            do_deliver(net, h->from, worker, h->wire, g_bytes_get_size(h->wire), h->id);
         held_free(h);
     }
     if (g_queue_is_empty(&hq->q) && hq->drain == NULL)
-        g_hash_table_remove(net->holds, GINT_TO_POINTER(worker));
+        if (g_hash_table_remove(net->holds, GINT_TO_POINTER(worker)))
+            net->n_holds--;
 }
 
-static void write_message(SimNet *net, gint from, gint to, GBytes *wire, gint64 id);
+static void write_message(SimNet *net, gint from, gint to, GBytes *wire, gsize size, gint64 id);
 
 static void
 pending_run(gpointer data)
@@ -647,7 +652,7 @@ pending_run(gpointer data)
     GBytes *wire = g_steal_pointer(&p->wire);
     switch (p->kind) {
     case PENDING_WRITE:
-        write_message(net, p->from, p->to, wire, p->id);
+        write_message(net, p->from, p->to, wire, p->size, p->id);
         g_bytes_unref(wire);
         break;
     case PENDING_ARRIVAL:
@@ -656,7 +661,7 @@ pending_run(gpointer data)
             emit_drop(net, p->from, p->to, p->id, "partition");
             g_bytes_unref(wire);
         } else {
-            arrive(net, p->from, p->to, wire, p->id);
+            arrive(net, p->from, p->to, wire, p->size, p->id);
         }
         break;
     case PENDING_DRAIN:
@@ -668,9 +673,10 @@ pending_run(gpointer data)
 
 /* --- send ----------------------------------------------------------------- */
 
-/* Puts wire (transfer none) on the link now: see the file comment. */
+/* Puts wire (transfer none, size bytes) on the link now: see the file
+ * comment. */
 static void
-write_message(SimNet *net, gint from, gint to, GBytes *wire, gint64 id)
+write_message(SimNet *net, gint from, gint to, GBytes *wire, gsize size, gint64 id)
 {
     Link *l = link_get(net, from, to);
     const SimLinkConfig *cfg = link_config(net, l);
@@ -703,7 +709,7 @@ write_message(SimNet *net, gint from, gint to, GBytes *wire, gint64 id)
     }
 
     SimTime start = MAX(now, l->free_at);
-    SimTime end = time_add(start, transmit_time(g_bytes_get_size(wire), cfg->bandwidth));
+    SimTime end = time_add(start, transmit_time(size, cfg->bandwidth));
     l->free_at = end;
     if (lost) {
         net->stats.dropped_loss++;
@@ -717,14 +723,14 @@ write_message(SimNet *net, gint from, gint to, GBytes *wire, gint64 id)
     else if (arrival < l->last_arrival)
         net->stats.reordered++;
     l->last_arrival = MAX(l->last_arrival, arrival);
-    pending_schedule(net, arrival, PENDING_ARRIVAL, from, to, g_bytes_ref(wire), id);
+    pending_schedule(net, arrival, PENDING_ARRIVAL, from, to, g_bytes_ref(wire), size, id);
 
     if (dup) {
         SimTime again = MAX(time_add(time_add(end, dup_latency), dup_jit), arrival);
         l->last_arrival = MAX(l->last_arrival, again);
         net->stats.duplicated++;
         sim_kernel__trace_emit(net->k, from, &kind_dup, to, id, 0, NULL);
-        pending_schedule(net, again, PENDING_ARRIVAL, from, to, g_bytes_ref(wire), id);
+        pending_schedule(net, again, PENDING_ARRIVAL, from, to, g_bytes_ref(wire), size, id);
     }
 }
 
@@ -741,9 +747,9 @@ sim_net_send(SimNet *net, gint from, gint to, GBytes *wire, const char *kind_nam
     sim_kernel__trace_emit(net->k, from, &kind_send, to, (gint64)size, msg_id, kind_name);
     if (extra_delay > 0)
         pending_schedule(net, time_add(net->k->now, extra_delay), PENDING_WRITE, from,
-                         to, g_bytes_ref(wire), msg_id);
+                         to, g_bytes_ref(wire), size, msg_id);
     else
-        write_message(net, from, to, wire, msg_id);
+        write_message(net, from, to, wire, size, msg_id);
 }
 
 /* --- lifetime and configuration ------------------------------------------- */
@@ -848,6 +854,7 @@ block(SimNet *net, gint from, gint to)
     if (!g_hash_table_contains(net->partitions, &key)) {
         guint64 *kp = g_memdup2(&key, sizeof key);
         g_hash_table_insert(net->partitions, kp, kp);
+        net->n_partitions++;
     }
 }
 
@@ -855,7 +862,8 @@ static void
 unblock(SimNet *net, gint from, gint to)
 {
     guint64 key = link_key(net, from, to);
-    g_hash_table_remove(net->partitions, &key);
+    if (g_hash_table_remove(net->partitions, &key))
+        net->n_partitions--;
 }
 
 void
@@ -883,6 +891,7 @@ sim_net_heal_all(SimNet *net)
 {
     g_return_if_fail(net != NULL);
     g_hash_table_remove_all(net->partitions);
+    net->n_partitions = 0;
 }
 
 gboolean
@@ -890,7 +899,7 @@ sim_net_is_partitioned(const SimNet *net, gint from, gint to)
 {
     g_return_val_if_fail(net != NULL, FALSE);
     g_return_val_if_fail(valid_worker(net, from) && valid_worker(net, to), FALSE);
-    if (g_hash_table_size(net->partitions) == 0)
+    if (net->n_partitions == 0)
         return FALSE;
     guint64 key = link_key(net, from, to);
     return g_hash_table_contains(net->partitions, &key);
