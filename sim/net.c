@@ -143,10 +143,16 @@ typedef struct HoldQueue {
 /* Links by key: open addressing with linear probing over Link pointers
  * (NULL = empty), at most half full.  Only looked up by key, never walked
  * except to free the links. */
+#define LINK_RECENT 16 /* power of two */
+
 typedef struct LinkTable {
     Link **slots; /* (owned, and the links too) 1 << bits of them */
     guint bits;
     guint len;
+    /* Links recently used, by key & (LINK_RECENT - 1) (NULL = none): a hit
+     * skips the hash and the probe.  Links live as long as the net, so an
+     * entry never dangles; which link an entry holds affects speed only. */
+    Link *recent[LINK_RECENT];
 } LinkTable;
 
 struct SimNet {
@@ -417,10 +423,16 @@ static Link *
 link_get(SimNet *net, gint from, gint to)
 {
     guint64 key = link_key(net, from, to);
-    Link *l = link_find(net, key);
-    if (G_LIKELY(l != NULL))
-        return l;
     LinkTable *lt = &net->links;
+    Link **recent = &lt->recent[key & (LINK_RECENT - 1)];
+    Link *l = *recent;
+    if (G_LIKELY(l != NULL && l->key == key))
+        return l;
+    l = link_find(net, key);
+    if (G_LIKELY(l != NULL)) {
+        *recent = l;
+        return l;
+    }
     if (lt->slots == NULL || 2 * (lt->len + 1) > (1u << lt->bits))
         link_table_grow(lt);
     l = g_new0(Link, 1);
@@ -428,6 +440,7 @@ link_get(SimNet *net, gint from, gint to)
     sim_kernel_rng(net->k, "net", key, &l->rng);
     link_table_put(lt, l);
     lt->len++;
+    *recent = l;
     return l;
 }
 
