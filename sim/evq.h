@@ -1,4 +1,5 @@
-/* evq.h — the event queue: a min-heap (4-ary, see evq.c) ordered by (time, seq).
+/* evq.h — the event queue: a min-heap (4-ary, see evq.c) ordered by (time, seq),
+ * with a FIFO lane for events scheduled at the time of the last pop.
  *
  * seq is taken from a per-queue counter when an event is scheduled, so two
  * events at the same time run in the order they were scheduled (FIFO), never
@@ -32,7 +33,7 @@ struct SimEvent {
     gpointer data;
     GDestroyNotify destroy; /* called on data after fn runs, or when a cancelled event is reaped */
     gboolean cancelled;
-    guint index;         /* position in the heap while queued, internal */
+    guint index;         /* position in the heap or the lane while queued, internal */
     SimEvent *next_free; /* free-list / dead-chain link, internal */
 };
 
