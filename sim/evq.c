@@ -102,9 +102,9 @@ struct SimEvq {
     Slot *lane;
     guint lane_cap;
     guint lane_head, lane_tail;
-    guint lane_live;     /* live events in the lane */
-    SimTime lane_time;   /* time of every event in the lane, when non-empty */
-    SimTime last_time;   /* time of the last popped event (0 before any) */
+    guint lane_live;   /* live events in the lane */
+    SimTime lane_time; /* time of every event in the lane, when non-empty */
+    SimTime last_time; /* time of the last popped event (0 before any) */
 };
 
 #define LANE_MIN_CAP 16

@@ -583,7 +583,7 @@ do_bounce(SimNet *net, gint from, gint to, GBytes *wire, gint64 id)
 {
     net->stats.bounced++;
     sim_kernel__trace_emit(net->k, to, &kind_bounce, from, (gint64)g_bytes_get_size(wire), id,
-                          BOUNCE_REASON);
+                           BOUNCE_REASON);
     if (net->bounce != NULL)
         net->bounce(net->data, from, to, wire, BOUNCE_REASON);
 }
@@ -602,9 +602,7 @@ schedule_drain(SimNet *net, gint worker)
 static void
 arrive(SimNet *net, gint from, gint to, GBytes *wire, gsize size, gint64 id)
 {
-    HoldQueue *hq = net->n_holds == 0
-                        ? NULL
-                        : g_hash_table_lookup(net->holds, GINT_TO_POINTER(to));
+    HoldQueue *hq = net->n_holds == 0 ? NULL : g_hash_table_lookup(net->holds, GINT_TO_POINTER(to));
     gboolean queued = hq != NULL && !g_queue_is_empty(&hq->q);
 
     if (queued || (net->paused[to] && !net->down[to])) {
@@ -759,8 +757,8 @@ sim_net_send(SimNet *net, gint from, gint to, GBytes *wire, const char *kind_nam
     net->stats.bytes_sent += size;
     sim_kernel__trace_emit(net->k, from, &kind_send, to, (gint64)size, msg_id, kind_name);
     if (extra_delay > 0)
-        pending_schedule(net, time_add(net->k->now, extra_delay), PENDING_WRITE, from,
-                         to, g_bytes_ref(wire), size, msg_id);
+        pending_schedule(net, time_add(net->k->now, extra_delay), PENDING_WRITE, from, to,
+                         g_bytes_ref(wire), size, msg_id);
     else
         write_message(net, from, to, wire, size, msg_id);
 }

@@ -124,8 +124,7 @@ sim_trace__kind_hash(SimTrace *t, const SimTraceKind *kind)
 /* Folds one record (trace.h's layout) into h. */
 static inline guint64
 sim_trace__fold_record(SimTrace *t, guint64 h, SimTime time, gint worker, guint thread,
-                       const SimTraceKind *kind, gint64 a, gint64 b, gint64 c,
-                       const char *detail)
+                       const SimTraceKind *kind, gint64 a, gint64 b, gint64 c, const char *detail)
 {
     h = sim_trace__fold_word(h, (guint64)time);
     h = sim_trace__fold_word(h, (guint64)(guint32)worker | ((guint64)(guint32)thread << 32));

@@ -181,8 +181,8 @@ deliver(SimTrace *t, const SimTraceRecord *rec)
 }
 
 void
-sim_trace__emit_slow(SimTrace *t, SimTime time, gint worker, guint thread,
-                     const SimTraceKind *kind, gint64 a, gint64 b, gint64 c, const char *detail)
+sim_trace__emit_slow(SimTrace *t, SimTime time, gint worker, guint thread, const SimTraceKind *kind,
+                     gint64 a, gint64 b, gint64 c, const char *detail)
 {
     g_return_if_fail(!t->emitting);
 
