@@ -1,10 +1,14 @@
 /* evq.c — the simulator's event queue: an implicit d-ary min-heap of
- * (time, seq) keys, with removal on cancel and recycled event records.
+ * (time, seq) keys beside a FIFO "now lane", with removal on cancel and
+ * recycled event records.
  *
- * Key invariant: heap[] holds every scheduled event that has been neither
- * popped nor cancelled, each exactly once, at the index its record's index
- * field names, and every parent's (time, seq) is strictly less than its
- * children's.  seq is unique per queue, so the order is total and never
+ * Key invariant: heap[] and the lane together hold every scheduled event
+ * that has been neither popped nor cancelled, each exactly once, at the
+ * position its record's index field names (LANE_BIT set: a lane slot);
+ * every heap parent's (time, seq) is strictly less than its children's, and
+ * the lane's events all have one time and sit in seq order.  A pop takes
+ * the lesser of the heap's top and the lane's head by (time, seq), so the
+ * order is exactly that of one heap.  seq is unique per queue, so the order is total and never
  * depends on an address or on the heap's shape: equal times pop in
  * scheduling order.
  *
@@ -32,8 +36,23 @@
  * side array of indexes by a dense record id would move those stores out of
  * the records, closer to the marking figures; not done.)
  *
+ * The now lane.  Most events are scheduled for the current time (a thread
+ * resume, a message with no latency): such an event's seq is the largest
+ * yet and its time the least that can still be pushed, so in a heap it
+ * sifts to the root only to be popped next.  A push at the time of the last
+ * pop (or, lane non-empty, at the lane's time) is appended to a ring
+ * instead: ~25 instructions instead of a sift up plus a walk down.  A
+ * cancelled lane event leaves a hole (ev = NULL) that the head skips.
+ * Measured (callgrind, lane on vs off): bench-rpc's 2-worker ping-pong,
+ * where the heap holds little more than each agent's RPC timeout, 12,496 ->
+ * 12,436 instructions per round trip; its 1,000-worker random run, whose
+ * heap holds ~1,000 timeouts, 17,015 -> 14,967.  bench-evq never pushes at
+ * the popped time, so it sees only the lane's tests (within run-to-run
+ * noise: 62-64 / 135-151 / 364-419 ns per event at 1e3 / 1e5 / 1e6 pending
+ * before the lane, 63-64 / 140-146 / 362-393 with it, same session).
+ *
  * Where a record is, is encoded in its next_free field:
- *   next_free == ev         queued (in heap[] at index)
+ *   next_free == ev         queued (in heap[] or the lane, at index)
  *   next_free == NULL       popped: owned by the caller until release
  *   anything else           on the free list or the dead chain (both end at
  *                           &free_list_end; cancelled is TRUE on the latter)
@@ -78,7 +97,22 @@ struct SimEvq {
     SimEvent *dead_head; /* (owned) cancelled events in cancel order, ends at &free_list_end */
     SimEvent *dead_tail; /* last of the dead chain, NULL when it is empty */
     gboolean freeing;    /* inside sim_evq_free(): no new events */
+    /* The now lane (see the file comment): a ring of slots, all at
+     * lane_time, in push (= seq) order; a cancelled one has ev == NULL.
+     * lane_head and lane_tail run free (masked by lane_cap - 1, a power of
+     * two); the slot at lane_head is never a cancelled one. */
+    Slot *lane;
+    guint lane_cap;
+    guint lane_head, lane_tail;
+    guint lane_live;   /* live events in the lane */
+    SimTime lane_time; /* time of every event in the lane, when non-empty */
+    SimTime last_time; /* time of the last popped event (0 before any) */
 };
+
+#define LANE_MIN_CAP 16
+/* Set in a record's index when it is in the lane (the rest is the ring
+ * position); a heap never holds 2^31 events. */
+#define LANE_BIT 0x80000000u
 
 /* Terminates the free list and the dead chain; never dereferenced.  A distinct
  * object so that NULL keeps meaning "popped". */
@@ -217,20 +251,18 @@ remove_at(SimEvq *q, guint i)
         sift_down(heap, n, i, last);
 }
 
+/* Only the link changes: push sets every other field, and cancelled is
+ * cleared by reap_dead (the one path that set it). */
 static inline void
 recycle(SimEvq *q, SimEvent *ev)
 {
-    ev->fn = NULL;
-    ev->data = NULL;
-    ev->destroy = NULL;
-    ev->cancelled = FALSE;
     ev->next_free = q->free_list;
     q->free_list = ev;
 }
 
 /* Runs ev's destroy notifier and recycles it.  ev is in no container, so the
  * notifier may use the queue. */
-static void
+static inline void
 reap(SimEvq *q, SimEvent *ev)
 {
     GDestroyNotify destroy = ev->destroy;
@@ -243,7 +275,7 @@ reap(SimEvq *q, SimEvent *ev)
 
 /* Reaps the cancelled events, in the order they were cancelled.  A notifier
  * may cancel more: they join the tail and are reaped in this same call. */
-static inline void
+static G_GNUC_NO_INLINE void
 reap_dead(SimEvq *q)
 {
     while (q->dead_head != &free_list_end) {
@@ -252,6 +284,7 @@ reap_dead(SimEvq *q)
         if (q->dead_head == &free_list_end)
             q->dead_tail = NULL;
         q->dead--;
+        ev->cancelled = FALSE;
         reap(q, ev);
     }
 }
@@ -263,6 +296,8 @@ sim_evq_new(void)
 
     q->cap = HEAP_MIN_CAP;
     q->heap = g_new(Slot, q->cap);
+    q->lane_cap = LANE_MIN_CAP;
+    q->lane = g_new(Slot, q->lane_cap);
     q->free_list = &free_list_end;
     q->dead_head = &free_list_end;
     return q;
@@ -298,18 +333,134 @@ sim_evq_free(SimEvq *q)
      * event of this queue (a no-op on bookkeeping we are about to drop), so
      * no record may be freed while one can still run.  Each notifier is
      * cleared before it is called, so it runs exactly once.  Cancelled
-     * events first (in cancel order), then the live ones in heap order. */
+     * events first (in cancel order), then the live ones in heap order,
+     * then the lane's in lane order. */
+    const guint mask = q->lane_cap - 1;
     q->freeing = TRUE;
     for (SimEvent *ev = q->dead_head; ev != &free_list_end; ev = ev->next_free)
         destroy_at_free(ev);
     for (guint i = 0; i < q->n; i++)
         destroy_at_free(q->heap[i].ev);
+    for (guint p = q->lane_head; p != q->lane_tail; p++) {
+        if (q->lane[p & mask].ev != NULL)
+            destroy_at_free(q->lane[p & mask].ev);
+    }
     for (guint i = 0; i < q->n; i++)
         g_free(q->heap[i].ev);
+    for (guint p = q->lane_head; p != q->lane_tail; p++)
+        g_free(q->lane[p & mask].ev); /* NULL for cancelled slots: on the dead chain */
     free_chain(q->dead_head);
     free_chain(q->free_list);
+    g_free(q->lane);
     g_free(q->heap);
     g_free(q);
+}
+
+/* Drops cancelled slots from the lane's head, so that a non-empty lane's
+ * head is live. */
+static inline void
+lane_trim(SimEvq *q)
+{
+    const guint mask = q->lane_cap - 1;
+    while (q->lane_head != q->lane_tail && q->lane[q->lane_head & mask].ev == NULL)
+        q->lane_head++;
+}
+
+/* Doubles the lane's ring, keeping its order; live records learn their new
+ * positions. */
+static G_GNUC_NO_INLINE void
+lane_grow(SimEvq *q)
+{
+    const guint used = q->lane_tail - q->lane_head;
+    const guint mask = q->lane_cap - 1;
+    Slot *ring = g_new(Slot, q->lane_cap * 2);
+
+    for (guint i = 0; i < used; i++) {
+        ring[i] = q->lane[(q->lane_head + i) & mask];
+        if (ring[i].ev != NULL)
+            ring[i].ev->index = LANE_BIT | i;
+    }
+    g_free(q->lane);
+    q->lane = ring;
+    q->lane_cap *= 2;
+    q->lane_head = 0;
+    q->lane_tail = used;
+}
+
+/* Push's and pop's rare paths (a fresh record, a bigger lane, reaping)
+ * are out of line and reached by tail calls, so that they add no register
+ * saves to the common ones.  The heap's own paths stay inline: out of line
+ * they saved ~80 instructions per ping-pong round trip (the lane's path
+ * then saves no registers) but cost bench-evq 5-10% at every size. */
+
+static void
+grow(SimEvq *q)
+{
+    q->cap *= 2;
+    q->heap = g_renew(Slot, q->heap, q->cap);
+}
+
+/* The heap part of a push. */
+static inline SimEvent *
+heap_insert(SimEvq *q, Slot s)
+{
+    if (G_UNLIKELY(q->n == q->cap))
+        grow(q);
+    sift_up(q->heap, q->n++, s);
+    return s.ev;
+}
+
+/* Appends s to the lane, which has room. */
+static inline SimEvent *
+lane_append(SimEvq *q, Slot s)
+{
+    const guint pos = q->lane_tail++ & (q->lane_cap - 1);
+    q->lane[pos] = s;
+    s.ev->index = LANE_BIT | pos;
+    q->lane_time = s.time;
+    q->lane_live++;
+    return s.ev;
+}
+
+static G_GNUC_NO_INLINE SimEvent *
+lane_append_grown(SimEvq *q, Slot s)
+{
+    lane_grow(q);
+    return lane_append(q, s);
+}
+
+/* The free list is empty: give it a fresh record and push again. */
+static G_GNUC_NO_INLINE SimEvent *
+push_fresh(SimEvq *q, SimTime t, SimEventFunc fn, gpointer data, GDestroyNotify destroy)
+{
+    SimEvent *ev = g_new(SimEvent, 1);
+    ev->next_free = q->free_list;
+    q->free_list = ev;
+    return sim_evq_push(q, t, fn, data, destroy);
+}
+
+/* Pops the heap's top (see remove_top). */
+static inline SimEvent *
+heap_pop(SimEvq *q)
+{
+    SimEvent *ev = q->heap[0].ev;
+    remove_top(q);
+    ev->next_free = NULL;
+    q->last_time = ev->time;
+    return ev;
+}
+
+/* sim_evq_push's argument checks, out of line: reports the caller's bug
+ * (g_return_val_if_fail's critical) and returns NULL. */
+static G_GNUC_NO_INLINE SimEvent *
+push_rejected(SimEvq *q, SimEventFunc fn, SimTime t)
+{
+    g_return_val_if_fail(q != NULL, NULL);
+    g_return_val_if_fail(fn != NULL, NULL);
+    g_return_val_if_fail(t != SIM_TIME_NEVER, NULL);
+    g_return_val_if_fail(!q->freeing, NULL);
+    g_assert_not_reached();
+    return NULL;
 }
 
 SimEvent *
@@ -317,33 +468,35 @@ sim_evq_push(SimEvq *q, SimTime t, SimEventFunc fn, gpointer data, GDestroyNotif
 {
     SimEvent *ev;
 
-    g_return_val_if_fail(q != NULL, NULL);
-    g_return_val_if_fail(fn != NULL, NULL);
-    g_return_val_if_fail(t != SIM_TIME_NEVER, NULL);
-    g_return_val_if_fail(!q->freeing, NULL);
+    /* One test on the hot path; the reporter names the failed check. */
+    if (G_UNLIKELY(q == NULL || fn == NULL || t == SIM_TIME_NEVER || q->freeing))
+        return push_rejected(q, fn, t);
 
-    if (q->free_list != &free_list_end) {
-        ev = q->free_list;
-        q->free_list = ev->next_free;
-    } else {
-        ev = g_new(SimEvent, 1);
-    }
+    ev = q->free_list;
+    if (G_UNLIKELY(ev == &free_list_end))
+        return push_fresh(q, t, fn, data, destroy);
+    q->free_list = ev->next_free;
+    const guint64 seq = q->next_seq++;
     ev->time = t;
-    ev->seq = q->next_seq++;
+    ev->seq = seq;
     ev->fn = fn;
     ev->data = data;
     ev->destroy = destroy;
     ev->cancelled = FALSE;
     ev->next_free = ev;
 
-    if (q->n == q->cap) {
-        q->cap *= 2;
-        q->heap = g_renew(Slot, q->heap, q->cap);
-    }
-    sift_up(q->heap, q->n, (Slot){.time = t, .seq = ev->seq, .ev = ev});
-    q->n++;
     q->scheduled++;
-    return ev;
+    /* The now lane: an event at the lane's time (or, lane empty, at the
+     * time of the last pop) has the largest seq yet, so appending keeps the
+     * lane sorted by (time, seq). */
+    const Slot s = {.time = t, .seq = seq, .ev = ev};
+    const guint used = q->lane_tail - q->lane_head;
+    if (used != 0 ? t == q->lane_time : t == q->last_time) {
+        if (G_UNLIKELY(used == q->lane_cap))
+            return lane_append_grown(q, s);
+        return lane_append(q, s);
+    }
+    return heap_insert(q, s);
 }
 
 void
@@ -360,8 +513,16 @@ sim_evq_cancel(SimEvq *q, SimEvent *ev)
     if (q->freeing)
         return;
 
-    g_assert(ev->index < q->n && q->heap[ev->index].ev == ev);
-    remove_at(q, ev->index);
+    if (ev->index & LANE_BIT) {
+        guint pos = ev->index & ~LANE_BIT;
+        g_assert(pos < q->lane_cap && q->lane[pos].ev == ev);
+        q->lane[pos].ev = NULL; /* skipped at the head, see lane_trim */
+        q->lane_live--;
+        lane_trim(q);
+    } else {
+        g_assert(ev->index < q->n && q->heap[ev->index].ev == ev);
+        remove_at(q, ev->index);
+    }
     ev->cancelled = TRUE;
     ev->next_free = &free_list_end;
     if (q->dead_tail != NULL)
@@ -375,18 +536,53 @@ sim_evq_cancel(SimEvq *q, SimEvent *ev)
 SimEvent *
 sim_evq_pop(SimEvq *q)
 {
-    SimEvent *ev;
+    return sim_evq_pop_until(q, SIM_TIME_NEVER);
+}
 
+/* sim_evq_pop_until's argument checks, out of line (see push_rejected). */
+static G_GNUC_NO_INLINE SimEvent *
+pop_rejected(SimEvq *q)
+{
     g_return_val_if_fail(q != NULL, NULL);
     g_return_val_if_fail(!q->freeing, NULL);
+    g_assert_not_reached();
+    return NULL;
+}
 
+static G_GNUC_NO_INLINE SimEvent *
+pop_after_reaping(SimEvq *q, SimTime limit)
+{
     reap_dead(q);
-    if (q->n == 0)
+    return sim_evq_pop_until(q, limit);
+}
+
+SimEvent *
+sim_evq_pop_until(SimEvq *q, SimTime limit)
+{
+    SimEvent *ev;
+
+    if (G_UNLIKELY(q == NULL || q->freeing))
+        return pop_rejected(q);
+
+    if (G_UNLIKELY(q->dead_head != &free_list_end))
+        return pop_after_reaping(q, limit);
+    if (q->lane_head != q->lane_tail) {
+        const Slot *l = &q->lane[q->lane_head & (q->lane_cap - 1)];
+        if (q->n == 0 || slot_less(l, &q->heap[0])) {
+            if (l->time > limit)
+                return NULL;
+            ev = l->ev;
+            q->lane_head++;
+            q->lane_live--;
+            lane_trim(q);
+            ev->next_free = NULL;
+            q->last_time = ev->time;
+            return ev;
+        }
+    }
+    if (q->n == 0 || q->heap[0].time > limit)
         return NULL;
-    ev = q->heap[0].ev;
-    remove_top(q);
-    ev->next_free = NULL;
-    return ev;
+    return heap_pop(q);
 }
 
 SimTime
@@ -395,8 +591,12 @@ sim_evq_peek_time(SimEvq *q)
     g_return_val_if_fail(q != NULL, SIM_TIME_NEVER);
     g_return_val_if_fail(!q->freeing, SIM_TIME_NEVER);
 
-    reap_dead(q);
-    return q->n > 0 ? q->heap[0].time : SIM_TIME_NEVER;
+    if (G_UNLIKELY(q->dead_head != &free_list_end))
+        reap_dead(q);
+    SimTime t = q->n > 0 ? q->heap[0].time : SIM_TIME_NEVER;
+    if (q->lane_head != q->lane_tail && q->lane_time < t)
+        t = q->lane_time;
+    return t;
 }
 
 void
@@ -414,7 +614,7 @@ sim_evq_len(const SimEvq *q)
 {
     g_return_val_if_fail(q != NULL, 0);
 
-    return q->n;
+    return q->n + q->lane_live;
 }
 
 guint64

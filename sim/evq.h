@@ -1,4 +1,5 @@
-/* evq.h — the event queue: a min-heap (4-ary, see evq.c) ordered by (time, seq).
+/* evq.h — the event queue: a min-heap (4-ary, see evq.c) ordered by (time, seq),
+ * with a FIFO lane for events scheduled at the time of the last pop.
  *
  * seq is taken from a per-queue counter when an event is scheduled, so two
  * events at the same time run in the order they were scheduled (FIFO), never
@@ -32,7 +33,7 @@ struct SimEvent {
     gpointer data;
     GDestroyNotify destroy; /* called on data after fn runs, or when a cancelled event is reaped */
     gboolean cancelled;
-    guint index;         /* position in the heap while queued, internal */
+    guint index;         /* position in the heap or the lane while queued, internal */
     SimEvent *next_free; /* free-list / dead-chain link, internal */
 };
 
@@ -67,6 +68,11 @@ void sim_evq_cancel(SimEvq *q, SimEvent *ev);
 /* The earliest live event, removed from the queue (transfer full), or NULL
  * when no live event remains.  Cancelled events are reaped first. */
 SimEvent *sim_evq_pop(SimEvq *q);
+/* Like sim_evq_pop(), but NULL also when the earliest live event is later
+ * than limit (it then stays queued): one call per event for a dispatch
+ * loop with a time limit, instead of peek_time + pop.  sim_evq_len() tells
+ * the two NULLs apart. */
+SimEvent *sim_evq_pop_until(SimEvq *q, SimTime limit);
 /* Time of the earliest live event, or SIM_TIME_NEVER. */
 SimTime sim_evq_peek_time(SimEvq *q);
 /* Runs destroy(data) (if any) and recycles the record.  ev must come from

@@ -117,7 +117,12 @@ ex_call_after(RpcExecutor *base, RpcTime delay, RpcTaskFunc fn, gpointer data,
     t->data = data;
     t->destroy = destroy;
     ex->armed++;
-    t->ev = sim_kernel_after(ex->k, delay < 0 ? 0 : delay, timer_fire, t, timer_free);
+    /* sim_kernel_after's clamp, then straight to the queue. */
+    SimKernel *k = ex->k;
+    if (delay < 0)
+        delay = 0;
+    SimTime at = delay >= SIM_TIME_NEVER - k->now ? SIM_TIME_NEVER - 1 : k->now + delay;
+    t->ev = sim_kernel__at(k, at, timer_fire, t, timer_free);
     return t->id;
 }
 
@@ -133,7 +138,7 @@ ex_cancel(RpcExecutor *base, guint64 id)
         return FALSE;
     t->state = TIMER_SPENT;
     ex->armed--;
-    sim_kernel_cancel(ex->k, t->ev); /* the queue releases t when it reaps the event */
+    sim_evq_cancel(ex->k->evq, t->ev); /* the queue releases t when it reaps the event */
     return TRUE;
 }
 
@@ -162,7 +167,7 @@ ex_trace(RpcExecutor *base, const RpcTraceKind *kind, gint64 a, gint64 b, gint64
          const char *detail)
 {
     SimExecutor *ex = (SimExecutor *)base;
-    sim_kernel_trace_emit(ex->k, ex->worker, kind, a, b, c, detail);
+    sim_kernel__trace_emit(ex->k, ex->worker, kind, a, b, c, detail);
 }
 
 static const RpcExecutorVTable sim_executor_vtable = {

@@ -92,17 +92,24 @@ sim_kernel_cancel(SimKernel *k, SimEvent *ev)
     sim_evq_cancel(k->evq, ev);
 }
 
+/* Runs a popped event: the clock moves to its time first. */
+static inline void
+run_event(SimKernel *k, SimEvent *ev)
+{
+    g_assert(ev->time >= k->now);
+    k->now = ev->time;
+    k->events_run++;
+    ev->fn(ev->data);
+    sim_evq_release(k->evq, ev);
+}
+
 gboolean
 sim_kernel_step(SimKernel *k)
 {
     SimEvent *ev = sim_evq_pop(k->evq);
     if (ev == NULL)
         return FALSE;
-    g_assert(ev->time >= k->now);
-    k->now = ev->time;
-    k->events_run++;
-    ev->fn(ev->data);
-    sim_evq_release(k->evq, ev);
+    run_event(k, ev);
     return TRUE;
 }
 
@@ -115,15 +122,16 @@ run_loop(SimKernel *k, SimTime limit)
             k->stop = FALSE;
             return SIM_RUN_STOPPED;
         }
-        SimTime next = sim_evq_peek_time(k->evq);
-        if (next == SIM_TIME_NEVER)
-            break;
-        if (next > limit) {
+        /* One queue call per event: pops only what is due by limit. */
+        SimEvent *ev = sim_evq_pop_until(k->evq, limit);
+        if (ev == NULL) {
+            if (sim_evq_len(k->evq) == 0)
+                break;
             if (limit > k->now) /* never backwards */
                 k->now = limit;
             return SIM_RUN_TIME_LIMIT;
         }
-        sim_kernel_step(k);
+        run_event(k, ev);
     }
     return sim_kernel_deadlock_report_needed(k) ? SIM_RUN_DEADLOCK : SIM_RUN_IDLE;
 }
@@ -193,5 +201,6 @@ void
 sim_kernel_trace_emit(SimKernel *k, gint worker, const SimTraceKind *kind, gint64 a, gint64 b,
                       gint64 c, const char *detail)
 {
-    sim_trace_emit(k->trace, k->now, worker, k->current_id, kind, a, b, c, detail);
+    g_return_if_fail(k != NULL && kind != NULL && kind->name != NULL);
+    sim_kernel__trace_emit(k, worker, kind, a, b, c, detail);
 }

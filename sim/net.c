@@ -85,6 +85,8 @@
 
 #include <math.h>
 
+#include "sim/kernel-private.h"
+
 /* The RPC layer's text for a connection that the peer closed. */
 #define BOUNCE_REASON "Connection closed by peer"
 #define TIME_MAX      (SIM_TIME_NEVER - 1)
@@ -122,6 +124,7 @@ struct Pending {
     PendingKind kind;
     gint from, to;
     RpcWire *wire; /* owned; NULL for drains */
+    gsize size;    /* rpc_wire_size(wire), 0 for drains */
     gint64 id;
 };
 
@@ -140,10 +143,16 @@ typedef struct HoldQueue {
 /* Links by key: open addressing with linear probing over Link pointers
  * (NULL = empty), at most half full.  Only looked up by key, never walked
  * except to free the links. */
+#define LINK_RECENT 16 /* power of two */
+
 typedef struct LinkTable {
     Link **slots; /* (owned, and the links too) 1 << bits of them */
     guint bits;
     guint len;
+    /* Links recently used, by key & (LINK_RECENT - 1) (NULL = none): a hit
+     * skips the hash and the probe.  Links live as long as the net, so an
+     * entry never dangles; which link an entry holds affects speed only. */
+    Link *recent[LINK_RECENT];
 } LinkTable;
 
 struct SimNet {
@@ -157,6 +166,8 @@ struct SimNet {
     LinkTable links;
     GHashTable *partitions; /* guint64* key → itself, blocked directed links */
     GHashTable *holds;      /* GINT_TO_POINTER(worker) → HoldQueue* (owned) */
+    guint n_partitions;     /* entries of partitions: the per-message test without a call */
+    guint n_holds;          /* entries of holds, likewise */
     guint8 *down;           /* n flags */
     guint8 *paused;         /* n flags */
     Pending *pending;       /* head of the scheduled-event list */
@@ -412,10 +423,16 @@ static Link *
 link_get(SimNet *net, gint from, gint to)
 {
     guint64 key = link_key(net, from, to);
-    Link *l = link_find(net, key);
-    if (G_LIKELY(l != NULL))
-        return l;
     LinkTable *lt = &net->links;
+    Link **recent = &lt->recent[key & (LINK_RECENT - 1)];
+    Link *l = *recent;
+    if (G_LIKELY(l != NULL && l->key == key))
+        return l;
+    l = link_find(net, key);
+    if (G_LIKELY(l != NULL)) {
+        *recent = l;
+        return l;
+    }
     if (lt->slots == NULL || 2 * (lt->len + 1) > (1u << lt->bits))
         link_table_grow(lt);
     l = g_new0(Link, 1);
@@ -423,6 +440,7 @@ link_get(SimNet *net, gint from, gint to)
     sim_kernel_rng(net->k, "net", key, &l->rng);
     link_table_put(lt, l);
     lt->len++;
+    *recent = l;
     return l;
 }
 
@@ -453,7 +471,7 @@ needs_draws(const SimLinkConfig *cfg)
 static inline gboolean
 partitioned(const SimNet *net, gint from, gint to)
 {
-    if (G_LIKELY(g_hash_table_size(net->partitions) == 0))
+    if (G_LIKELY(net->n_partitions == 0))
         return FALSE;
     guint64 key = link_key(net, from, to);
     return g_hash_table_contains(net->partitions, &key);
@@ -519,7 +537,7 @@ static void pending_run(gpointer data);
 /* Schedules p at t and links it; wire (transfer full, nullable). */
 static Pending *
 pending_schedule(SimNet *net, SimTime t, PendingKind kind, gint from, gint to, RpcWire *wire,
-                 gint64 id)
+                 gsize size, gint64 id)
 {
     Pending *p = net->spare;
     if (p != NULL)
@@ -533,12 +551,13 @@ pending_schedule(SimNet *net, SimTime t, PendingKind kind, gint from, gint to, R
     p->from = from;
     p->to = to;
     p->wire = wire;
+    p->size = size;
     p->id = id;
     p->next = net->pending;
     if (net->pending != NULL)
         net->pending->prev = p;
     net->pending = p;
-    p->ev = sim_kernel_at(net->k, MAX(t, sim_kernel_now(net->k)), pending_run, p, pending_destroy);
+    p->ev = sim_kernel__at(net->k, MAX(t, net->k->now), pending_run, p, pending_destroy);
     return p;
 }
 
@@ -547,14 +566,15 @@ pending_schedule(SimNet *net, SimTime t, PendingKind kind, gint from, gint to, R
 static void
 emit_drop(SimNet *net, gint from, gint to, gint64 id, const char *why)
 {
-    sim_kernel_trace_emit(net->k, from, &kind_drop, to, id, 0, why);
+    sim_kernel__trace_emit(net->k, from, &kind_drop, to, id, 0, why);
 }
 
+/* size is rpc_wire_size(wire), known by the callers. */
 static void
-do_deliver(SimNet *net, gint from, gint to, RpcWire *wire, gint64 id)
+do_deliver(SimNet *net, gint from, gint to, RpcWire *wire, gsize size, gint64 id)
 {
     net->stats.delivered++;
-    sim_kernel_trace_emit(net->k, to, &kind_deliver, from, (gint64)rpc_wire_size(wire), id, NULL);
+    sim_kernel__trace_emit(net->k, to, &kind_deliver, from, (gint64)size, id, NULL);
     net->deliver(net->data, from, to, wire);
 }
 
@@ -562,8 +582,8 @@ static void
 do_bounce(SimNet *net, gint from, gint to, RpcWire *wire, gint64 id)
 {
     net->stats.bounced++;
-    sim_kernel_trace_emit(net->k, to, &kind_bounce, from, (gint64)rpc_wire_size(wire), id,
-                          BOUNCE_REASON);
+    sim_kernel__trace_emit(net->k, to, &kind_bounce, from, (gint64)rpc_wire_size(wire), id,
+                           BOUNCE_REASON);
     if (net->bounce != NULL)
         net->bounce(net->data, from, to, wire, BOUNCE_REASON);
 }
@@ -574,17 +594,15 @@ schedule_drain(SimNet *net, gint worker)
     HoldQueue *hq = g_hash_table_lookup(net->holds, GINT_TO_POINTER(worker));
     if (hq == NULL || hq->drain != NULL || g_queue_is_empty(&hq->q))
         return;
-    hq->drain = pending_schedule(net, sim_kernel_now(net->k), PENDING_DRAIN, -1, worker, NULL, 0);
+    hq->drain = pending_schedule(net, net->k->now, PENDING_DRAIN, -1, worker, NULL, 0, 0);
 }
 
 /* Delivers, bounces or holds one copy that got through the network;
  * wire (transfer full). */
 static void
-arrive(SimNet *net, gint from, gint to, RpcWire *wire, gint64 id)
+arrive(SimNet *net, gint from, gint to, RpcWire *wire, gsize size, gint64 id)
 {
-    HoldQueue *hq = g_hash_table_size(net->holds) == 0
-                        ? NULL
-                        : g_hash_table_lookup(net->holds, GINT_TO_POINTER(to));
+    HoldQueue *hq = net->n_holds == 0 ? NULL : g_hash_table_lookup(net->holds, GINT_TO_POINTER(to));
     gboolean queued = hq != NULL && !g_queue_is_empty(&hq->q);
 
     if (queued || (net->paused[to] && !net->down[to])) {
@@ -592,6 +610,7 @@ arrive(SimNet *net, gint from, gint to, RpcWire *wire, gint64 id)
             hq = g_new0(HoldQueue, 1);
             g_queue_init(&hq->q);
             g_hash_table_insert(net->holds, GINT_TO_POINTER(to), hq);
+            net->n_holds++;
         }
         Held *h = g_new(Held, 1);
         h->from = from;
@@ -599,13 +618,13 @@ arrive(SimNet *net, gint from, gint to, RpcWire *wire, gint64 id)
         h->id = id;
         g_queue_push_tail(&hq->q, h);
         net->stats.held_paused++;
-        sim_kernel_trace_emit(net->k, to, &kind_hold, from, (gint64)rpc_wire_size(wire), id, NULL);
+        sim_kernel__trace_emit(net->k, to, &kind_hold, from, (gint64)size, id, NULL);
         return;
     }
     if (net->down[to])
         do_bounce(net, from, to, wire, id);
     else
-        do_deliver(net, from, to, wire, id);
+        do_deliver(net, from, to, wire, size, id);
     rpc_wire_unref(wire);
 }
 
@@ -624,14 +643,15 @@ drain(SimNet *net, gint worker)
         if (net->down[worker])
             do_bounce(net, h->from, worker, h->wire, h->id);
         else
-            do_deliver(net, h->from, worker, h->wire, h->id);
+            do_deliver(net, h->from, worker, h->wire, rpc_wire_size(h->wire), h->id);
         held_free(h);
     }
     if (g_queue_is_empty(&hq->q) && hq->drain == NULL)
-        g_hash_table_remove(net->holds, GINT_TO_POINTER(worker));
+        if (g_hash_table_remove(net->holds, GINT_TO_POINTER(worker)))
+            net->n_holds--;
 }
 
-static void write_message(SimNet *net, gint from, gint to, RpcWire *wire, gint64 id);
+static void write_message(SimNet *net, gint from, gint to, RpcWire *wire, gsize size, gint64 id);
 
 static void
 pending_run(gpointer data)
@@ -643,7 +663,7 @@ pending_run(gpointer data)
     RpcWire *wire = g_steal_pointer(&p->wire);
     switch (p->kind) {
     case PENDING_WRITE:
-        write_message(net, p->from, p->to, wire, p->id);
+        write_message(net, p->from, p->to, wire, p->size, p->id);
         rpc_wire_unref(wire);
         break;
     case PENDING_ARRIVAL:
@@ -652,7 +672,7 @@ pending_run(gpointer data)
             emit_drop(net, p->from, p->to, p->id, "partition");
             rpc_wire_unref(wire);
         } else {
-            arrive(net, p->from, p->to, wire, p->id);
+            arrive(net, p->from, p->to, wire, p->size, p->id);
         }
         break;
     case PENDING_DRAIN:
@@ -664,13 +684,14 @@ pending_run(gpointer data)
 
 /* --- send ----------------------------------------------------------------- */
 
-/* Puts wire (transfer none) on the link now: see the file comment. */
+/* Puts wire (transfer none, size bytes) on the link now: see the file
+ * comment. */
 static void
-write_message(SimNet *net, gint from, gint to, RpcWire *wire, gint64 id)
+write_message(SimNet *net, gint from, gint to, RpcWire *wire, gsize size, gint64 id)
 {
     Link *l = link_get(net, from, to);
     const SimLinkConfig *cfg = link_config(net, l);
-    SimTime now = sim_kernel_now(net->k);
+    SimTime now = net->k->now;
     guint64 draw = sim_rng_next(&l->rng); /* always: one value per message */
     gboolean lost = FALSE, reorder = FALSE, dup = FALSE;
     SimTime latency, jit = 0, dup_latency = 0, dup_jit = 0;
@@ -699,7 +720,7 @@ write_message(SimNet *net, gint from, gint to, RpcWire *wire, gint64 id)
     }
 
     SimTime start = MAX(now, l->free_at);
-    SimTime end = time_add(start, transmit_time(rpc_wire_size(wire), cfg->bandwidth));
+    SimTime end = time_add(start, transmit_time(size, cfg->bandwidth));
     l->free_at = end;
     if (lost) {
         net->stats.dropped_loss++;
@@ -713,14 +734,14 @@ write_message(SimNet *net, gint from, gint to, RpcWire *wire, gint64 id)
     else if (arrival < l->last_arrival)
         net->stats.reordered++;
     l->last_arrival = MAX(l->last_arrival, arrival);
-    pending_schedule(net, arrival, PENDING_ARRIVAL, from, to, rpc_wire_ref(wire), id);
+    pending_schedule(net, arrival, PENDING_ARRIVAL, from, to, rpc_wire_ref(wire), size, id);
 
     if (dup) {
         SimTime again = MAX(time_add(time_add(end, dup_latency), dup_jit), arrival);
         l->last_arrival = MAX(l->last_arrival, again);
         net->stats.duplicated++;
-        sim_kernel_trace_emit(net->k, from, &kind_dup, to, id, 0, NULL);
-        pending_schedule(net, again, PENDING_ARRIVAL, from, to, rpc_wire_ref(wire), id);
+        sim_kernel__trace_emit(net->k, from, &kind_dup, to, id, 0, NULL);
+        pending_schedule(net, again, PENDING_ARRIVAL, from, to, rpc_wire_ref(wire), size, id);
     }
 }
 
@@ -734,12 +755,12 @@ sim_net_send(SimNet *net, gint from, gint to, RpcWire *wire, const char *kind_na
     gsize size = rpc_wire_size(wire);
     net->stats.sent++;
     net->stats.bytes_sent += size;
-    sim_kernel_trace_emit(net->k, from, &kind_send, to, (gint64)size, msg_id, kind_name);
+    sim_kernel__trace_emit(net->k, from, &kind_send, to, (gint64)size, msg_id, kind_name);
     if (extra_delay > 0)
-        pending_schedule(net, time_add(sim_kernel_now(net->k), extra_delay), PENDING_WRITE, from,
-                         to, rpc_wire_ref(wire), msg_id);
+        pending_schedule(net, time_add(net->k->now, extra_delay), PENDING_WRITE, from, to,
+                         rpc_wire_ref(wire), size, msg_id);
     else
-        write_message(net, from, to, wire, msg_id);
+        write_message(net, from, to, wire, size, msg_id);
 }
 
 /* --- lifetime and configuration ------------------------------------------- */
@@ -844,6 +865,7 @@ block(SimNet *net, gint from, gint to)
     if (!g_hash_table_contains(net->partitions, &key)) {
         guint64 *kp = g_memdup2(&key, sizeof key);
         g_hash_table_insert(net->partitions, kp, kp);
+        net->n_partitions++;
     }
 }
 
@@ -851,7 +873,8 @@ static void
 unblock(SimNet *net, gint from, gint to)
 {
     guint64 key = link_key(net, from, to);
-    g_hash_table_remove(net->partitions, &key);
+    if (g_hash_table_remove(net->partitions, &key))
+        net->n_partitions--;
 }
 
 void
@@ -879,6 +902,7 @@ sim_net_heal_all(SimNet *net)
 {
     g_return_if_fail(net != NULL);
     g_hash_table_remove_all(net->partitions);
+    net->n_partitions = 0;
 }
 
 gboolean
@@ -886,7 +910,7 @@ sim_net_is_partitioned(const SimNet *net, gint from, gint to)
 {
     g_return_val_if_fail(net != NULL, FALSE);
     g_return_val_if_fail(valid_worker(net, from) && valid_worker(net, to), FALSE);
-    if (g_hash_table_size(net->partitions) == 0)
+    if (net->n_partitions == 0)
         return FALSE;
     guint64 key = link_key(net, from, to);
     return g_hash_table_contains(net->partitions, &key);

@@ -21,7 +21,8 @@
  * values, never addresses, go in.
  *
  * Exactly: h starts at 0xcbf29ce484222325 for the whole run; folding a word
- * w is h = (h ^ w) * 0xff51afd7ed558ccd; h ^= h >> 29.  A record folds, in
+ * w is h = (h ^ w) * 0xff51afd7ed558ccd; h = h rotated left by 29 bits
+ * (h << 29 | h >> 35).  A record folds, in
  * order: time; worker | thread << 32 (each as its 32-bit two's-complement
  * pattern, -1 is 0xffffffff); the kind word; a; b; c; the detail.  A string
  * folds as its bytes in little-endian 8-byte words (the last one padded with

@@ -181,7 +181,7 @@ wake(SimThread *t)
             t->pool->busy_high_water = t->pool->busy;
     }
     t->state = T_WAKING;
-    t->resume_ev = sim_kernel_at(t->pool->k, t->pool->k->now, resume_event, t, NULL);
+    t->resume_ev = sim_kernel__at(t->pool->k, t->pool->k->now, resume_event, t, NULL);
 }
 
 void
@@ -242,7 +242,7 @@ sim_pool_set_paused(SimThreadPool *pool, gboolean paused)
     /* Release held threads in the order their resumes came due. */
     for (guint i = 0; i < pool->held->len; i++) {
         SimThread *t = g_ptr_array_index(pool->held, i);
-        t->resume_ev = sim_kernel_at(pool->k, pool->k->now, resume_event, t, NULL);
+        t->resume_ev = sim_kernel__at(pool->k, pool->k->now, resume_event, t, NULL);
     }
     g_ptr_array_set_size(pool->held, 0);
 }

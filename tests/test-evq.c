@@ -249,9 +249,13 @@ model_min(GArray *model)
 
 /* Interleaves push / pop / cancel / peek with the given weights (out of 100)
  * and checks every result against the model. */
+/* now_bias: the percentage of pushes made at the time of the last pop, the
+ * queue's now lane (see evq.c), so that the lane, the heap and the merge of
+ * the two all see ties, cancels and drains. */
 static void
-run_model(guint64 seed, guint steps, guint w_push, guint w_pop, guint w_cancel)
+run_model(guint64 seed, guint steps, guint w_push, guint w_pop, guint w_cancel, guint now_bias)
 {
+    SimTime last = 0;
     guint64 rng = seed;
     SimEvq *q = sim_evq_new();
     Item *items = items_new(steps);
@@ -267,6 +271,8 @@ run_model(guint64 seed, guint steps, guint w_push, guint w_pop, guint w_cancel)
         if (r < w_push) {
             /* A narrow time range, so ties are frequent. */
             SimTime t = (SimTime)(lcg_next(&rng) % 64);
+            if (lcg_next(&rng) % 100 < now_bias)
+                t = last;
             Item *it = &items[pushed];
             ModelEv m = {.time = t, .id = pushed, .handle = push_item(q, t, it)};
             m.seq = m.handle->seq;
@@ -285,6 +291,7 @@ run_model(guint64 seed, guint steps, guint w_push, guint w_pop, guint w_cancel)
                 g_assert_cmpint(t, ==, m->time);
                 g_array_remove_index_fast(model, (guint)mi);
                 popped++;
+                last = t;
             }
         } else if (r < w_push + w_pop + w_cancel) {
             if (model->len > 0) {
@@ -337,7 +344,7 @@ test_model(void)
     static const guint64 seeds[] = {1, 2, 0xdeadbeef, 20240601};
 
     for (guint i = 0; i < G_N_ELEMENTS(seeds); i++)
-        run_model(seeds[i], 20000, 50, 30, 15);
+        run_model(seeds[i], 20000, 50, 30, 15, 0);
 }
 
 /* Cancel-heavy: most events leave the heap by cancel, from every position. */
@@ -347,7 +354,75 @@ test_model_cancel_heavy(void)
     static const guint64 seeds[] = {3, 77, 0x5eed};
 
     for (guint i = 0; i < G_N_ELEMENTS(seeds); i++)
-        run_model(seeds[i], 20000, 55, 8, 35);
+        run_model(seeds[i], 20000, 55, 8, 35, 0);
+}
+
+/* Half the pushes at the last pop's time: the lane holds long runs (it
+ * grows past its first ring), and cancels leave holes at its head, middle
+ * and tail. */
+static void
+test_model_now_lane(void)
+{
+    static const guint64 seeds[] = {5, 0xfeed, 31337};
+
+    for (guint i = 0; i < G_N_ELEMENTS(seeds); i++) {
+        run_model(seeds[i], 20000, 50, 30, 15, 50);
+        run_model(seeds[i], 20000, 55, 8, 35, 80);
+    }
+
+    /* A run of 100 at one time, well past the ring's first size, with one
+     * in three cancelled (the first included: a hole at the head). */
+    SimEvq *q = sim_evq_new();
+    Item *items = items_new(100);
+    for (guint i = 0; i < 100; i++)
+        push_item(q, 0, &items[i]);
+    for (guint i = 0; i < 100; i += 3)
+        sim_evq_cancel(q, items[i].self);
+    g_assert_cmpuint(sim_evq_len(q), ==, 66);
+    for (guint i = 0; i < 100; i++) {
+        if (i % 3 == 0)
+            continue;
+        SimTime t = -1;
+        g_assert_true(dispatch(q, &t) == &items[i]);
+        g_assert_cmpint(t, ==, 0);
+    }
+    g_assert_null(dispatch(q, NULL));
+    sim_evq_free(q);
+    for (guint i = 0; i < 100; i++) {
+        g_assert_cmpuint(items[i].destroys, ==, 1);
+        g_assert_cmpuint(items[i].fn_runs, ==, i % 3 == 0 ? 0 : 1);
+    }
+    g_free(items);
+}
+
+/* pop_until leaves what is later than the limit queued, lane or heap. */
+static void
+test_pop_until(void)
+{
+    SimEvq *q = sim_evq_new();
+    Item *items = items_new(4);
+
+    push_item(q, 0, &items[0]); /* the lane: time of the last pop (0 so far) */
+    push_item(q, 10, &items[1]);
+    g_assert_null(sim_evq_pop_until(q, -1));
+    SimEvent *ev = sim_evq_pop_until(q, 0);
+    g_assert_true(ev != NULL && ev->data == &items[0]);
+    sim_evq_release(q, ev);
+    g_assert_null(sim_evq_pop_until(q, 9));
+    g_assert_cmpuint(sim_evq_len(q), ==, 1);
+    ev = sim_evq_pop_until(q, 10);
+    g_assert_true(ev != NULL && ev->data == &items[1]);
+    sim_evq_release(q, ev);
+    push_item(q, 10, &items[2]); /* the lane again, at 10 */
+    g_assert_null(sim_evq_pop_until(q, 9));
+    g_assert_cmpint(sim_evq_peek_time(q), ==, 10);
+    ev = sim_evq_pop_until(q, SIM_TIME_NEVER);
+    g_assert_true(ev != NULL && ev->data == &items[2]);
+    sim_evq_release(q, ev);
+    g_assert_null(sim_evq_pop_until(q, SIM_TIME_NEVER));
+    g_assert_cmpuint(sim_evq_len(q), ==, 0);
+    sim_evq_free(q);
+    g_free(items);
 }
 
 /* ---- cancel ------------------------------------------------------------------ */
@@ -869,6 +944,8 @@ main(int argc, char **argv)
     g_test_add_func("/evq/equal-time-fifo", test_equal_time_fifo);
     g_test_add_func("/evq/reference-model", test_model);
     g_test_add_func("/evq/reference-model-cancel-heavy", test_model_cancel_heavy);
+    g_test_add_func("/evq/reference-model-now-lane", test_model_now_lane);
+    g_test_add_func("/evq/pop-until", test_pop_until);
     g_test_add_func("/evq/cancel", test_cancel_basic);
     g_test_add_func("/evq/cancel-peek-skips", test_cancel_peek_skips);
     g_test_add_func("/evq/cancel-during-dispatch", test_cancel_during_dispatch);
