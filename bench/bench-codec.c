@@ -122,7 +122,7 @@ run_codec(const char *label, int kind, guint iters)
     g_assert(payload != NULL);
     gsize n = 0;
     const guint8 *p = g_bytes_get_data(payload, &n);
-    GByteArray *out = g_byte_array_sized_new(256);
+    RpcCodecBuffer out = {NULL, 0, 0};
 
     gint64 t0 = g_get_monotonic_time();
     for (guint i = 0; i < iters; i++)
@@ -132,20 +132,20 @@ run_codec(const char *label, int kind, guint iters)
         g_bytes_unref(rpc_codec_encode(v, NULL, NULL, NULL));
     gint64 t2 = g_get_monotonic_time();
     for (guint i = 0; i < iters; i++) {
-        g_byte_array_set_size(out, 0);
-        rpc_codec_encode_to_buffer(out, v, NULL, NULL, NULL);
+        out.len = 0;
+        rpc_codec_encode_append(&out, v, NULL, NULL, NULL);
     }
     gint64 t3 = g_get_monotonic_time();
     for (guint i = 0; i < iters; i++)
         rpc_value_unref(rpc_codec_decode(p, n, NULL, NULL, NULL));
     gint64 t4 = g_get_monotonic_time();
-    g_assert(out->len == n && memcmp(out->data, p, n) == 0);
+    g_assert(out.len == n && memcmp(out.data, p, n) == 0);
 
     double k = 1000.0 / iters;
     printf("%-28s %4zu B  build %4.0f ns  encode %4.0f ns  append %4.0f ns  decode %4.0f ns\n",
            label, n, (double)(t1 - t0) * k, (double)(t2 - t1) * k, (double)(t3 - t2) * k,
            (double)(t4 - t3) * k);
-    g_byte_array_unref(out);
+    rpc_codec_buffer_clear(&out);
     g_bytes_unref(payload);
     rpc_value_unref(v);
 }

@@ -1,7 +1,7 @@
 /* codec.c — RpcValue <-> payload bytes ("our pickle"); layout in codec.h.
  *
  * Encoding walks the value once, appending to a growable buffer (our own,
- * or the caller's GByteArray for rpc_codec_encode_to_buffer); tensors go
+ * or the caller's RpcCodecBuffer for rpc_codec_encode_append); tensors go
  * to the caller's side list and are replaced by their index there.  Each
  * occurrence of a tensor is appended, so a tensor referenced twice is sent
  * twice (simpler and linear; PyTorch's pickler memoizes it — bandwidth only,
@@ -64,15 +64,12 @@ enum {
 
 /* ---- encoding ------------------------------------------------------------- */
 
-/* The output buffer: our own g_malloc'd block, or the tail of a caller's
- * GByteArray (rpc_codec_encode_to_buffer).  In the latter case the array's
- * length runs ahead of `len` while encoding (g_byte_array_set_size is how
- * it grows) and is set to `len` at the end. */
+/* The output buffer: a g_malloc'd block, ours or the caller's
+ * RpcCodecBuffer's (copied in and back out around an append). */
 typedef struct {
     guint8 *data;
     gsize len;
     gsize cap;
-    GByteArray *array; /* nullable */
 } Buf;
 
 static G_GNUC_NO_INLINE void
@@ -81,17 +78,7 @@ buf_grow(Buf *b, gsize n)
     gsize cap = b->cap ? b->cap : 64;
     while (cap - b->len < n)
         cap *= 2;
-    if (b->array != NULL) {
-        /* GByteArray lengths are guint: a payload of 4 GiB cannot be built */
-        if (cap > G_MAXUINT)
-            cap = G_MAXUINT;
-        if (cap - b->len < n)
-            g_error("rpc_codec_encode_to_buffer: buffer beyond %u bytes", G_MAXUINT);
-        g_byte_array_set_size(b->array, (guint)cap);
-        b->data = b->array->data;
-    } else {
-        b->data = g_realloc(b->data, cap);
-    }
+    b->data = g_realloc(b->data, cap);
     b->cap = cap;
 }
 
@@ -379,7 +366,7 @@ rpc_codec_encode(const RpcValue *v, GPtrArray *tensors, const RpcCodecHooks *hoo
 {
     g_return_val_if_fail(v != NULL, NULL);
     g_return_val_if_fail(error == NULL || *error == NULL, NULL);
-    Encoder e = {{NULL, 0, 0, NULL}, tensors, hooks};
+    Encoder e = {{NULL, 0, 0}, tensors, hooks};
     if (!encode_root(&e, v, error)) {
         g_free(e.buf.data);
         return NULL;
@@ -394,7 +381,7 @@ rpc_codec_encode_append(RpcCodecBuffer *out, const RpcValue *v, GPtrArray *tenso
     g_return_val_if_fail(out != NULL && v != NULL, FALSE);
     g_return_val_if_fail(error == NULL || *error == NULL, FALSE);
     gsize base = out->len;
-    Encoder e = {{out->data, base, out->cap, NULL}, tensors, hooks};
+    Encoder e = {{out->data, base, out->cap}, tensors, hooks};
     gboolean ok = encode_root(&e, v, error);
     out->data = e.buf.data; /* it may have moved */
     out->cap = e.buf.cap;
@@ -412,7 +399,7 @@ rpc_codec_encode_call_append(RpcCodecBuffer *out, const char *name, const RpcVal
     g_return_val_if_fail(kwargs == NULL || rpc_value_type(kwargs) == RPC_VALUE_DICT, FALSE);
     gsize base = out->len;
     guint tbase = tensors ? tensors->len : 0;
-    Encoder e = {{out->data, base, out->cap, NULL}, tensors, hooks};
+    Encoder e = {{out->data, base, out->cap}, tensors, hooks};
     /* Exactly what encode_value writes for the 4-item list (depth 0). */
     put_u8(&e.buf, TAG_LIST);
     put_u32(&e.buf, 4);
@@ -443,7 +430,7 @@ rpc_codec_encode_call_append(RpcCodecBuffer *out, const char *name, const RpcVal
 guint8 *
 rpc_codec_buffer_reserve(RpcCodecBuffer *b, gsize n)
 {
-    Buf buf = {b->data, b->len, b->cap, NULL};
+    Buf buf = {b->data, b->len, b->cap};
     guint8 *p = buf_reserve(&buf, n);
     b->data = buf.data;
     b->len = buf.len;
@@ -457,19 +444,6 @@ rpc_codec_buffer_clear(RpcCodecBuffer *b)
     g_free(b->data);
     b->data = NULL;
     b->len = b->cap = 0;
-}
-
-gboolean
-rpc_codec_encode_to_buffer(GByteArray *out, const RpcValue *v, GPtrArray *tensors,
-                           const RpcCodecHooks *hooks, GError **error)
-{
-    g_return_val_if_fail(out != NULL && v != NULL, FALSE);
-    g_return_val_if_fail(error == NULL || *error == NULL, FALSE);
-    guint base = out->len;
-    Encoder e = {{out->data, base, base, out}, tensors, hooks};
-    gboolean ok = encode_root(&e, v, error);
-    g_byte_array_set_size(out, ok ? (guint)e.buf.len : base);
-    return ok;
 }
 
 /* ---- decoding ------------------------------------------------------------- */

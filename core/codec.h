@@ -61,11 +61,6 @@ typedef struct RpcCodecHooks {
  * (UTF-8 strings, the depth cap), so what it produces always decodes. */
 GBytes *rpc_codec_encode(const RpcValue *v, GPtrArray *tensors, const RpcCodecHooks *hooks,
                          GError **error);
-/* The same encoding, appended to `out` (the bytes rpc_codec_encode would
- * return, after out's existing content; no intermediate copy).  Returns
- * TRUE, or FALSE + RuntimeError with `out` and `tensors` as they were on
- * entry.  Lets a caller build a whole message (header, payload, …) in one
- * buffer; a payload of 4 GiB or more cannot be appended (GByteArray). */
 /* A growable byte buffer owned by the caller: data[0 .. len) is content,
  * cap bytes are allocated (g_realloc'd as needed; {NULL, 0, 0} is empty).
  * Reused across encodes it stops allocating once it is big enough. */
@@ -74,8 +69,11 @@ typedef struct {
     gsize len;
     gsize cap;
 } RpcCodecBuffer;
-/* The encoding of v appended to out (as rpc_codec_encode_to_buffer; out as
- * it was on error). */
+/* The same encoding, appended to `out` (the bytes rpc_codec_encode would
+ * return, after out's existing content; no intermediate copy).  Returns
+ * TRUE, or FALSE + RuntimeError with `out` and `tensors` as they were on
+ * entry.  Lets a caller build a whole message (header, payload, tensors)
+ * in one buffer (rpc_message_build). */
 gboolean rpc_codec_encode_append(RpcCodecBuffer *out, const RpcValue *v, GPtrArray *tensors,
                                  const RpcCodecHooks *hooks, GError **error);
 /* The encoding of the call body [name, args, kwargs, is_async] (args NULL:
@@ -88,8 +86,6 @@ gboolean rpc_codec_encode_call_append(RpcCodecBuffer *out, const char *name, con
 guint8 *rpc_codec_buffer_reserve(RpcCodecBuffer *b, gsize n);
 /* Frees the bytes; b is empty afterwards. */
 void rpc_codec_buffer_clear(RpcCodecBuffer *b);
-gboolean rpc_codec_encode_to_buffer(GByteArray *out, const RpcValue *v, GPtrArray *tensors,
-                                    const RpcCodecHooks *hooks, GError **error);
 /* Decodes a payload whose tensor indices refer to `tensors` (nullable: none;
  * transfer none, the value takes its own refs).  Returns a value (transfer
  * full) or NULL + RuntimeError; every error on a proper prefix of a valid

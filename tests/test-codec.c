@@ -1000,10 +1000,11 @@ test_golden_wide(void)
     rpc_value_unref(v);
 }
 
-/* rpc_codec_encode_to_buffer appends exactly rpc_codec_encode's bytes, and
- * on failure leaves the buffer and the tensor list as they were. */
+/* rpc_codec_encode_append appends exactly rpc_codec_encode's bytes after
+ * what the buffer holds (a buffer that must grow on the way, too), and on
+ * failure leaves the buffer and the tensor list as they were. */
 static void
-test_encode_to_buffer(void)
+test_encode_append(void)
 {
     RpcValue *vs[] = {nested_value(), call_body(), wide_value(), rpc_value_none()};
     for (gsize i = 0; i < G_N_ELEMENTS(vs); i++) {
@@ -1013,20 +1014,21 @@ test_encode_to_buffer(void)
             g_ptr_array_add(ts2, rpc_tensor_new_scalar(F32, 1)); /* indices stay absolute */
             g_ptr_array_add(ts1, rpc_tensor_new_scalar(F32, 1));
             GBytes *want = encode_ok(vs[i], ts1);
-            GByteArray *out = g_byte_array_new();
+            RpcCodecBuffer out = {NULL, 0, 0};
+            guint8 *pre = rpc_codec_buffer_reserve(&out, prefix);
             for (guint k = 0; k < prefix; k++)
-                w8(out, (guint8)k);
+                pre[k] = (guint8)k;
             GError *err = NULL;
-            g_assert_true(rpc_codec_encode_to_buffer(out, vs[i], ts2, &test_hooks, &err));
+            g_assert_true(rpc_codec_encode_append(&out, vs[i], ts2, &test_hooks, &err));
             g_assert_no_error(err);
-            g_assert_cmpuint(out->len, ==, prefix + g_bytes_get_size(want));
+            g_assert_cmpuint(out.len, ==, prefix + g_bytes_get_size(want));
             for (guint k = 0; k < prefix; k++)
-                g_assert_cmpuint(out->data[k], ==, (guint8)k);
-            g_assert_cmpmem(out->data + prefix, out->len - prefix, g_bytes_get_data(want, NULL),
+                g_assert_cmpuint(out.data[k], ==, (guint8)k);
+            g_assert_cmpmem(out.data + prefix, out.len - prefix, g_bytes_get_data(want, NULL),
                             g_bytes_get_size(want));
             g_assert_cmpuint(ts1->len, ==, ts2->len);
             g_bytes_unref(want);
-            g_byte_array_unref(out);
+            rpc_codec_buffer_clear(&out);
             g_ptr_array_unref(ts1);
             g_ptr_array_unref(ts2);
         }
@@ -1041,21 +1043,22 @@ test_encode_to_buffer(void)
     RpcValue *bad = list_of(3, rpc_value_new_tensor(rpc_tensor_new_scalar(F32, 2)),
                             rpc_value_new_string(big), rpc_value_new_future(f));
     rpc_future_unref(f);
-    GByteArray *out = g_byte_array_new();
-    w8(out, 0xaa);
-    w8(out, 0xbb);
+    RpcCodecBuffer out = {NULL, 0, 0};
+    guint8 *pre = rpc_codec_buffer_reserve(&out, 2);
+    pre[0] = 0xaa;
+    pre[1] = 0xbb;
     GPtrArray *ts = tensor_array();
     GError *err = NULL;
-    g_assert_false(rpc_codec_encode_to_buffer(out, bad, ts, NULL, &err));
+    g_assert_false(rpc_codec_encode_append(&out, bad, ts, NULL, &err));
     g_assert_error(err, RPC_ERROR, RPC_ERROR_RUNTIME);
     g_assert_cmpstr(err->message, ==, RPC_CODEC_MSG_PICKLE_FUTURE);
     g_clear_error(&err);
-    g_assert_cmpuint(out->len, ==, 2);
-    g_assert_cmpuint(out->data[0], ==, 0xaa);
-    g_assert_cmpuint(out->data[1], ==, 0xbb);
+    g_assert_cmpuint(out.len, ==, 2);
+    g_assert_cmpuint(out.data[0], ==, 0xaa);
+    g_assert_cmpuint(out.data[1], ==, 0xbb);
     g_assert_cmpuint(ts->len, ==, 0);
     g_ptr_array_unref(ts);
-    g_byte_array_unref(out);
+    rpc_codec_buffer_clear(&out);
     rpc_value_unref(bad);
 }
 
@@ -2078,7 +2081,7 @@ main(int argc, char **argv)
     g_test_add_func("/codec/golden", test_golden);
     g_test_add_func("/codec/golden/call-body", test_golden_call_body);
     g_test_add_func("/codec/golden/wide", test_golden_wide);
-    g_test_add_func("/codec/encode/to-buffer", test_encode_to_buffer);
+    g_test_add_func("/codec/encode/append", test_encode_append);
     g_test_add_func("/codec/encode/append-and-call", test_encode_append_and_call);
     g_test_add_func("/codec/decode/call", test_decode_call);
     g_test_add_func("/codec/encode/string-checks", test_encode_string_checks);
