@@ -15,6 +15,18 @@
 #endif
 #endif
 
+/* Under AddressSanitizer recycled blocks would hide use after free. */
+#if defined(__SANITIZE_ADDRESS__)
+#define SANITIZED TRUE
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define SANITIZED TRUE
+#endif
+#endif
+#ifndef SANITIZED
+#define SANITIZED FALSE
+#endif
+
 #define CLASS_SHIFT RPC_POOL_CLASS_SHIFT_
 #define N_CLASSES   RPC_POOL_N_CLASSES_
 
@@ -26,7 +38,7 @@ _Thread_local RpcPoolCache_ rpc_pool_cache_;
 static int
 decide(void)
 {
-    gboolean off = g_getenv("RPCSIM_NO_POOL") != NULL;
+    gboolean off = g_getenv("RPCSIM_NO_POOL") != NULL || SANITIZED;
 #ifdef HAVE_VALGRIND_H
     /* RPCSIM_POOL=1 keeps the pool on under valgrind: callgrind measures
      * the build as it runs; memcheck wants every lifetime exact. */

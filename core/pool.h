@@ -17,7 +17,8 @@
  * free blocks; beyond that blocks go back to g_free, so a burst does not pin
  * memory forever.
  *
- * Under valgrind (RUNNING_ON_VALGRIND), or when RPCSIM_NO_POOL is set in the
+ * Under valgrind (RUNNING_ON_VALGRIND) or AddressSanitizer, or when
+ * RPCSIM_NO_POOL is set in the
  * environment at first use, every call goes to g_malloc/g_free, so memcheck
  * sees each record's real lifetime: use after free and leaks stay visible.
  * RPCSIM_POOL set keeps the pool on under valgrind (for callgrind counts
