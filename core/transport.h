@@ -1,7 +1,7 @@
 /* transport.h — how an agent's messages leave the worker.
  *
- * The agent encodes each message (message.h) and hands the bytes to its
- * transport; the transport delivers them to the destination's agent with
+ * The agent encodes each message (message.h) and hands the bytes, an
+ * RpcWire (wire.h), to its transport; the transport delivers them to the destination's agent with
  * rpc_agent_deliver(), or reports a broken connection with
  * rpc_agent_connection_failed().  A send may also fail at once (the faulty
  * agent's injected failures, an unreachable peer): the caller's future then
