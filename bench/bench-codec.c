@@ -9,7 +9,7 @@
  * ([name, args, kwargs, async]) and on a 0 result:
  *   build  = building the body and freeing it (the values alone)
  *   encode = rpc_codec_encode (+ freeing the GBytes)
- *   append = rpc_codec_encode_to_buffer into a reused GByteArray
+ *   append = rpc_codec_encode_append into a reused RpcCodecBuffer
  *   decode = rpc_codec_decode (+ freeing the value)
  * Wall-clock timing is allowed here (bench/ only); figures vary from run to
  * run and the bench asserts nothing beyond the round trip being correct.

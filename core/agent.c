@@ -81,7 +81,6 @@ struct RpcAgent {
     gboolean raise_rref_leaks;
     GPtrArray *spare_tensors; /* an empty side list for the next encode, or NULL */
     RpcCodecBuffer scratch;   /* the buffer messages are built in */
-    gboolean scratch_busy;    /* a build is using it (a nested build uses its own) */
 };
 
 /* --- trace kinds -------------------------------------------------------- */
@@ -642,54 +641,32 @@ forks_finish(RpcAgent *a, gboolean encoded, GArray **forks)
         g_array_unref(made);
 }
 
-static GBytes *
-encode_body_forks(RpcAgent *a, const RpcValue *body, GPtrArray **tensors, GArray **forks,
-                  GError **error)
-{
-    *tensors = tensors_take(a);
-    RpcCodecHooks hooks = {rpc_rref_pickle, NULL, a};
-    rpc_rref_forks_begin(a->rrefs);
-    GBytes *payload = rpc_codec_encode(body, *tensors, &hooks, error);
-    forks_finish(a, payload != NULL, forks);
-    if (payload == NULL || (*tensors)->len == 0) {
-        tensors_release(a, *tensors);
-        *tensors = NULL;
-    }
-    return payload;
-}
-
-/* The same, straight into a `type` message `id` and its wire form (one
- * buffer, rpc_message_build); NULL + error when body cannot be encoded. */
+/* Encodes a `type` message `id` whose payload encode() writes from body,
+ * straight into its wire form (rpc_message_build_with, in the agent's
+ * scratch buffer); RRefs inside are forked (rref.c's pickle hook).  NULL +
+ * error when body cannot be encoded (the forks it made are taken back);
+ * else *forks (nullable) receives the forks, so that a send that fails at
+ * once can take them back too (rpc_rref_forks_undo).  Encodes never nest:
+ * the fork journal asserts it. */
 static RpcMessage *
 build_message_with(RpcAgent *a, RpcMessageType type, gint64 id, RpcMessageBodyFunc encode,
                    gconstpointer body, GArray **forks, RpcWire **wire, GError **error)
 {
     GPtrArray *tensors = tensors_take(a);
-    RpcCodecBuffer *scratch = a->scratch_busy ? NULL : &a->scratch;
-    a->scratch_busy = TRUE;
     RpcCodecHooks hooks = {rpc_rref_pickle, NULL, a};
     rpc_rref_forks_begin(a->rrefs);
     RpcMessage *msg =
-        rpc_message_build_with(type, id, encode, body, tensors, &hooks, scratch, wire, error);
+        rpc_message_build_with(type, id, encode, body, tensors, &hooks, &a->scratch, wire, error);
     forks_finish(a, msg != NULL, forks);
     tensors_release(a, tensors); /* the message holds its own reference */
-    if (scratch != NULL)
-        a->scratch_busy = FALSE;
     return msg;
-}
-
-static gboolean
-encode_value_body(RpcCodecBuffer *out, gconstpointer body, GPtrArray *tensors,
-                  const RpcCodecHooks *hooks, GError **error)
-{
-    return rpc_codec_encode_append(out, body, tensors, hooks, error);
 }
 
 static RpcMessage *
 build_message(RpcAgent *a, RpcMessageType type, gint64 id, const RpcValue *body, GArray **forks,
               RpcWire **wire, GError **error)
 {
-    return build_message_with(a, type, id, encode_value_body, body, forks, wire, error);
+    return build_message_with(a, type, id, rpc_message_value_body, body, forks, wire, error);
 }
 
 /* A user call's body [name, args, kwargs, async], encoded without building
@@ -710,10 +687,19 @@ encode_call_body(RpcCodecBuffer *out, gconstpointer body, GPtrArray *tensors,
                                         hooks, error);
 }
 
-static GBytes *
-encode_body(RpcAgent *a, const RpcValue *body, GPtrArray **tensors, GError **error)
+/* msg (taken) went through a dist autograd wrap hook, given a reference,
+ * which returned `out` (transfer full): msg itself, or a wrapper.  Returns
+ * the message to send, with *wire (taken, nullable) its wire form: kept
+ * when the message is unchanged, else encoded anew. */
+static RpcMessage *
+after_wrap(RpcMessage *msg, RpcMessage *out, RpcWire **wire)
 {
-    return encode_body_forks(a, body, tensors, NULL, error);
+    if (out != msg || *wire == NULL) {
+        rpc_wire_unref(*wire);
+        *wire = rpc_message_encode_wire(out);
+    }
+    rpc_message_unref(msg);
+    return out;
 }
 
 /* Sends request msg (taken) with its wire form (taken; NULL: encode it
@@ -725,15 +711,8 @@ send_message(RpcAgent *a, gint dst, RpcMessage *msg, RpcWire *wire, RpcTime time
 {
     gint64 id = rpc_message_id(msg);
     RpcMessageType type = rpc_message_type(msg);
-    /* Hook: a user call made in a dist autograd context goes out wrapped
-     * (a new message, so a new wire form). */
-    RpcMessage *out = rpc_dist_autograd_wrap_request(a, dst, rpc_message_ref(msg));
-    if (out != msg || wire == NULL) {
-        rpc_wire_unref(wire);
-        wire = rpc_message_encode_wire(out);
-    }
-    rpc_message_unref(msg);
-    msg = out;
+    /* Hook: a user call made in a dist autograd context goes out wrapped. */
+    msg = after_wrap(msg, rpc_dist_autograd_wrap_request(a, dst, rpc_message_ref(msg)), &wire);
     RpcFuture *fut = rpc_future_new(a->ex);
     /* For deadlock reports, formatted only if one is made. */
     rpc_future_set_description_lazy(fut, "the reply to %s from %s", what, a->names[dst]);
@@ -768,15 +747,15 @@ send_message(RpcAgent *a, gint dst, RpcMessage *msg, RpcWire *wire, RpcTime time
     return fut;
 }
 
-/* Sends an encoded request again (payload and tensors: transfer none, so a
- * retry sends the same bytes) under a new id. */
+/* Sends an encoded request again under a new id (encoded: transfer none;
+ * its payload and tensors are shared, so a retry sends the same bytes). */
 static RpcFuture *
-send_encoded(RpcAgent *a, gint dst, RpcMessageType type, GBytes *payload, GPtrArray *tensors,
-             RpcTime timeout, const char *what)
+send_encoded(RpcAgent *a, gint dst, const RpcMessage *encoded, RpcTime timeout, const char *what)
 {
     gint64 id = a->next_message_id++;
     RpcMessage *msg =
-        rpc_message_new(type, id, g_bytes_ref(payload), tensors ? g_ptr_array_ref(tensors) : NULL);
+        rpc_message_new(rpc_message_type(encoded), id, g_bytes_ref(rpc_message_payload(encoded)),
+                        g_ptr_array_ref(rpc_message_tensors(encoded)));
     return send_message(a, dst, msg, NULL, timeout, what);
 }
 
@@ -809,7 +788,7 @@ static RpcFuture *
 send_request(RpcAgent *a, gint dst, RpcMessageType type, RpcValue *body, RpcTime timeout,
              const char *what, GError **error)
 {
-    return send_request_with(a, dst, type, encode_value_body, body, timeout, what, error);
+    return send_request_with(a, dst, type, rpc_message_value_body, body, timeout, what, error);
 }
 
 RpcFuture *
@@ -831,9 +810,7 @@ rpc_agent_send_request(RpcAgent *a, gint dst, RpcMessageType type, RpcValue *bod
 typedef struct {
     RpcAgent *a;
     gint dst;
-    RpcMessageType type;
-    GBytes *payload;
-    GPtrArray *tensors;
+    RpcMessage *encoded; /* the body, encoded once; each attempt takes a new id */
     char *what;
     guint retries; /* retries sent so far */
     guint max_retries;
@@ -843,9 +820,7 @@ typedef struct {
 static void
 retry_free(Retry *r)
 {
-    g_bytes_unref(r->payload);
-    if (r->tensors != NULL)
-        g_ptr_array_unref(r->tensors);
+    rpc_message_unref(r->encoded);
     g_free(r->what);
     rpc_future_unref(r->result);
     g_free(r);
@@ -933,8 +908,7 @@ retry_attempt(Retry *r)
         retry_free(r);
         return;
     }
-    RpcFuture *f =
-        send_encoded(r->a, r->dst, r->type, r->payload, r->tensors, RPC_TIMEOUT_UNSET, r->what);
+    RpcFuture *f = send_encoded(r->a, r->dst, r->encoded, RPC_TIMEOUT_UNSET, r->what);
     rpc_future_add_done_callback(f, retry_done, token_new(r), token_free, NULL);
     rpc_future_unref(f);
 }
@@ -946,14 +920,15 @@ rpc_agent_send_with_retries(RpcAgent *a, gint dst, RpcMessageType type, RpcValue
     if (!require_running(a, error))
         return NULL;
     Retry *r = g_new0(Retry, 1);
-    r->payload = encode_body(a, body, &r->tensors, error);
-    if (r->payload == NULL) {
+    RpcWire *wire;
+    r->encoded = build_message(a, type, 0, body, NULL, &wire, error);
+    if (r->encoded == NULL) {
         g_free(r);
         return NULL;
     }
+    rpc_wire_unref(wire); /* attempts are encoded under their own ids */
     r->a = a;
     r->dst = dst;
-    r->type = type;
     r->what = g_strdup(what);
     r->max_retries = max_retries;
     r->result = rpc_future_new(a->ex);
@@ -1135,13 +1110,7 @@ respond(RpcAgent *a, gint to, gint64 id, RpcMessageType type, RpcValue *body)
         g_error_free(err);
     }
     /* Hook: the response to a wrapped request may go out wrapped. */
-    RpcMessage *out = rpc_dist_autograd_wrap_response(a, to, rpc_message_ref(msg));
-    if (out != msg) {
-        rpc_wire_unref(wire);
-        wire = rpc_message_encode_wire(out);
-    }
-    rpc_message_unref(msg);
-    msg = out;
+    msg = after_wrap(msg, rpc_dist_autograd_wrap_response(a, to, rpc_message_ref(msg)), &wire);
     TRACE(a, tk_respond, to, id, (gint64)rpc_wire_size(wire), rpc_message_type_name(type));
     GError *send_err = NULL;
     if (!rpc_transport_send(a->tr, a->id, to, msg, wire, &send_err)) {

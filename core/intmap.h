@@ -1,8 +1,8 @@
 /* intmap.h — an open-addressing map from gint64 keys to non-NULL pointers.
  *
- * For the agent's per-call tables (pending calls by request id, requests
- * served by sender and id), which GHashTable served at ~150 instructions
- * and an allocation per operation.  Linear probing over a power-of-two
+ * For the agent's table of pending calls by request id, which GHashTable
+ * served at ~150 instructions and an allocation per operation (the
+ * requests served are kept as ranges instead: idset.h).  Linear probing over a power-of-two
  * table kept at most half full; deletion shifts the following entries back,
  * so there are no tombstones and lookups stay short.  No allocation except
  * when the table grows.

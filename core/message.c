@@ -13,8 +13,8 @@
  *     to be present, so a hostile header cannot make us allocate more than
  *     the input justifies;
  *   - tensor data is memcpy'd out of the buffer, which need not be aligned;
- *   - the payload is not copied: rpc_message_decode_bytes shares the wire's
- *     buffer (rpc_message_decode copies, having no GBytes to share); the
+ *   - the payload is not copied: rpc_message_decode_wire shares the wire's
+ *     buffer (rpc_message_decode copies, having nothing to share); the
  *     codec decodes it later, lazily.
  * Messages without a payload or tensors share one empty GBytes / GPtrArray
  * (created once, never modified), so a bare message costs one record.
@@ -38,16 +38,13 @@ struct RpcMessage {
     gint ref; /* plain: a message stays on one thread (see message.h) */
     RpcMessageType type;
     gint64 id;
-    /* The payload is data[0 .. len), owned by exactly one of `owner` (the
-     * payload GBytes itself, or a whole GBytes wire it was decoded from)
-     * and `wire` (the RpcWire it was built in or decoded from).  `payload`
-     * is the GBytes rpc_message_payload returns, made only on request when
-     * the payload is a slice. */
-    GBytes *owner;
+    /* The payload is data[0 .. len), owned by `payload` (a message made
+     * from a GBytes) or by `wire` (one built or decoded in an RpcWire:
+     * `payload` is then a GBytes view made only on request, or NULL). */
+    GBytes *payload;
     RpcWire *wire;
     const guint8 *data;
     gsize len;
-    GBytes *payload;    /* == owner, or a slice made on demand, or NULL */
     GPtrArray *tensors; /* RpcTensor*, rpc_tensor_unref; NULL: none */
 };
 
@@ -162,22 +159,21 @@ empty_tensors(void)
     return empty;
 }
 
-/* A message over data[0 .. len) owned by `owner` or `wire` (one of them,
+/* A message over data[0 .. len) owned by `payload` or `wire` (one of them,
  * taken); tensors (taken, nullable or empty: none).  No argument checks:
  * for this file's callers. */
 static RpcMessage *
-message_new(RpcMessageType type, gint64 id, GBytes *owner, RpcWire *wire, const guint8 *data,
+message_new(RpcMessageType type, gint64 id, GBytes *payload, RpcWire *wire, const guint8 *data,
             gsize len, GPtrArray *tensors)
 {
     RpcMessage *m = rpc_pool_new_raw(RpcMessage);
     m->ref = 1;
     m->type = type;
     m->id = id;
-    m->owner = owner;
+    m->payload = payload;
     m->wire = wire;
     m->data = data;
     m->len = len;
-    m->payload = NULL;
     if (tensors != NULL && tensors->len == 0 && tensors != empty_tensors()) {
         g_ptr_array_unref(tensors);
         tensors = NULL;
@@ -196,9 +192,7 @@ rpc_message_new(RpcMessageType type, gint64 id, GBytes *payload, GPtrArray *tens
         payload = g_bytes_ref(empty_payload());
     gsize len;
     const guint8 *data = g_bytes_get_data(payload, &len);
-    RpcMessage *m = message_new(type, id, payload, NULL, data, len, tensors);
-    m->payload = payload;
-    return m;
+    return message_new(type, id, payload, NULL, data, len, tensors);
 }
 
 RpcMessage *
@@ -214,10 +208,8 @@ rpc_message_unref(RpcMessage *m)
 {
     if (m == NULL || --m->ref > 0)
         return;
-    if (m->payload != NULL && m->payload != m->owner)
+    if (m->payload != NULL)
         g_bytes_unref(m->payload);
-    if (m->owner != NULL)
-        g_bytes_unref(m->owner);
     rpc_wire_unref(m->wire);
     if (m->tensors != NULL)
         g_ptr_array_unref(m->tensors);
@@ -252,13 +244,8 @@ rpc_message_payload(const RpcMessage *m)
     if (m->payload == NULL) {
         /* A cache on an otherwise immutable message (see message.h). */
         RpcMessage *mm = (RpcMessage *)m;
-        if (m->wire != NULL) {
-            gsize off = (gsize)(m->data - rpc_wire_data(m->wire));
-            mm->payload = rpc_wire_bytes(m->wire, off, m->len);
-        } else {
-            gsize off = (gsize)(m->data - (const guint8 *)g_bytes_get_data(m->owner, NULL));
-            mm->payload = g_bytes_new_from_bytes(m->owner, off, m->len);
-        }
+        gsize off = (gsize)(m->data - rpc_wire_data(m->wire));
+        mm->payload = rpc_wire_bytes(m->wire, off, m->len);
     }
     return m->payload;
 }
@@ -404,9 +391,9 @@ rpc_message_encode_wire(const RpcMessage *m)
     return w;
 }
 
-static gboolean
-encode_value_body(RpcCodecBuffer *out, gconstpointer body, GPtrArray *tensors,
-                  const RpcCodecHooks *hooks, GError **error)
+gboolean
+rpc_message_value_body(RpcCodecBuffer *out, gconstpointer body, GPtrArray *tensors,
+                       const RpcCodecHooks *hooks, GError **error)
 {
     return rpc_codec_encode_append(out, body, tensors, hooks, error);
 }
@@ -417,8 +404,8 @@ rpc_message_build(RpcMessageType type, gint64 id, const RpcValue *body, GPtrArra
                   GError **error)
 {
     g_return_val_if_fail(body != NULL, NULL);
-    return rpc_message_build_with(type, id, encode_value_body, body, tensors, hooks, scratch, wire,
-                                  error);
+    return rpc_message_build_with(type, id, rpc_message_value_body, body, tensors, hooks, scratch,
+                                  wire, error);
 }
 
 RpcMessage *
@@ -593,10 +580,9 @@ read_tensor(Reader *r, guint index, GError **error)
     return t;
 }
 
-/* bytes / wire (nullable, not both): what data comes from, so the payload
- * can share it. */
+/* wire (nullable): what data comes from, so the payload can share it. */
 static RpcMessage *
-decode(const guint8 *data, gsize len, GBytes *bytes, RpcWire *wire, GError **error)
+decode(const guint8 *data, gsize len, RpcWire *wire, GError **error)
 {
     if (len > RPC_WIRE_MAX_BYTES) {
         g_set_error(error, RPC_ERROR, RPC_ERROR_RUNTIME,
@@ -677,12 +663,12 @@ decode(const guint8 *data, gsize len, GBytes *bytes, RpcWire *wire, GError **err
                     extra, extra == 1 ? "" : "s", r.pos);
         goto fail_tensors;
     }
-    if (plen == 0 || (bytes == NULL && wire == NULL))
+    if (plen == 0 || wire == NULL)
         return rpc_message_new((RpcMessageType)type, id,
                                plen ? g_bytes_new(data + payload_at, plen) : NULL, tensors);
     /* The payload is a slice of the wire. */
-    return message_new((RpcMessageType)type, id, bytes ? g_bytes_ref(bytes) : NULL,
-                       wire ? rpc_wire_ref(wire) : NULL, data + payload_at, plen, tensors);
+    return message_new((RpcMessageType)type, id, NULL, rpc_wire_ref(wire), data + payload_at, plen,
+                       tensors);
 
 fail_tensors:
     if (tensors != NULL)
@@ -695,17 +681,7 @@ rpc_message_decode(const guint8 *data, gsize len, GError **error)
 {
     g_return_val_if_fail(data != NULL || len == 0, NULL);
     g_return_val_if_fail(error == NULL || *error == NULL, NULL);
-    return decode(data, len, NULL, NULL, error);
-}
-
-RpcMessage *
-rpc_message_decode_bytes(GBytes *wire, GError **error)
-{
-    g_return_val_if_fail(wire != NULL, NULL);
-    g_return_val_if_fail(error == NULL || *error == NULL, NULL);
-    gsize len;
-    const guint8 *data = g_bytes_get_data(wire, &len);
-    return decode(data, len, wire, NULL, error);
+    return decode(data, len, NULL, error);
 }
 
 RpcMessage *
@@ -713,5 +689,5 @@ rpc_message_decode_wire(RpcWire *wire, GError **error)
 {
     g_return_val_if_fail(wire != NULL, NULL);
     g_return_val_if_fail(error == NULL || *error == NULL, NULL);
-    return decode(rpc_wire_data(wire), rpc_wire_size(wire), NULL, wire, error);
+    return decode(rpc_wire_data(wire), rpc_wire_size(wire), wire, error);
 }

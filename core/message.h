@@ -143,13 +143,15 @@ RpcMessage *rpc_message_build(RpcMessageType type, gint64 id, const RpcValue *bo
  * they were (as rpc_codec_encode_append and _encode_call_append do). */
 typedef gboolean (*RpcMessageBodyFunc)(RpcCodecBuffer *out, gconstpointer body, GPtrArray *tensors,
                                        const RpcCodecHooks *hooks, GError **error);
+/* The RpcMessageBodyFunc of rpc_message_build: body is a const RpcValue*. */
+gboolean rpc_message_value_body(RpcCodecBuffer *out, gconstpointer body, GPtrArray *tensors,
+                                const RpcCodecHooks *hooks, GError **error);
 RpcMessage *rpc_message_build_with(RpcMessageType type, gint64 id, RpcMessageBodyFunc encode,
                                    gconstpointer body, GPtrArray *tensors,
                                    const RpcCodecHooks *hooks, RpcCodecBuffer *scratch,
                                    RpcWire **wire, GError **error);
-/* The same over a GBytes: the payload shares wire's buffer (no copy). */
-RpcMessage *rpc_message_decode_bytes(GBytes *wire, GError **error);
-/* The same over an RpcWire (the transports' form): no copy either. */
+/* The same over an RpcWire (the transports' form): the payload shares the
+ * wire's bytes (no copy). */
 RpcMessage *rpc_message_decode_wire(RpcWire *wire, GError **error);
 
 G_END_DECLS

@@ -67,20 +67,17 @@ rpc_pool_enabled(void)
     return pooled(1);
 }
 
-/* The inline path missed: the mode is not decided yet, the size is not
- * pooled, the pool is off, or the class's list is empty. */
+/* The inline path missed: the mode is not decided yet (decide, then take
+ * the inline path again), the size is not pooled, the pool is off, or the
+ * class's list is empty (a fresh block of the whole class size). */
 gpointer
 rpc_pool_alloc_slow_(gsize size)
 {
-    if (!pooled(size))
-        return g_malloc(size);
-    guint c = class_of(size);
-    Block *b = cache.list[c];
-    if (b == NULL)
-        return g_malloc((gsize)(c + 1) << CLASS_SHIFT);
-    cache.list[c] = b->next;
-    cache.count[c]--;
-    return b;
+    if (cache.mode == 0) {
+        decide();
+        return rpc_pool_alloc(size);
+    }
+    return g_malloc(pooled(size) ? (gsize)(class_of(size) + 1) << CLASS_SHIFT : size);
 }
 
 gpointer
@@ -91,24 +88,18 @@ rpc_pool_alloc0(gsize size)
     return p;
 }
 
+/* The inline path missed: NULL, the mode is not decided yet (decide, then
+ * take the inline path again), the size is not pooled, the pool is off, or
+ * the class's list is full. */
 void
 rpc_pool_free_slow_(gpointer p, gsize size)
 {
-    if (p == NULL)
-        return;
-    if (!pooled(size)) {
-        g_free(p);
-        return;
-    }
-    guint c = class_of(size);
-    if (cache.count[c] >= RPC_POOL_MAX_CACHED) {
-        g_free(p);
+    if (p != NULL && cache.mode == 0) {
+        decide();
+        rpc_pool_free(p, size);
         return;
     }
-    Block *b = p;
-    b->next = cache.list[c];
-    cache.list[c] = b;
-    cache.count[c]++;
+    g_free(p);
 }
 
 void

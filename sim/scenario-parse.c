@@ -77,7 +77,9 @@ static const Arity builtins[] = {
     {"str", 1, 1, KW_NONE},
     {"remote", 2, -1, KW_ANY},
     {"rref", 1, 1, KW_NONE},
-    /* local autograd (core/autograd.h), on the calling thread's context */
+    /* local autograd (core/autograd.h), on the calling thread's context;
+     * from here to the end the autograd built-ins, which the interpreter
+     * dispatches apart (sim_scenario_autograd_builtin_names) */
     {"param", 1, 1, KW_NONE},
     {"detach", 1, 1, KW_NONE},
     {"requires_grad", 1, 1, KW_NONE},
@@ -3354,6 +3356,16 @@ const char *const *
 sim_scenario_builtin_names(void)
 {
     return builtin_names;
+}
+
+const char *const *
+sim_scenario_autograd_builtin_names(void)
+{
+    /* builtins[] lists the autograd ones last, from "param" on. */
+    const char *const *p = builtin_names;
+    while (strcmp(*p, "param") != 0)
+        p++;
+    return p;
 }
 
 const char *const *

@@ -650,26 +650,7 @@ ctx_id_of(const RpcValue *v, const char *fname, gint64 *out, GError **error)
 static RpcValue *
 eval_autograd_call(Env *env, const ScExpr *e, gboolean *handled, GError **error)
 {
-    static const char *const names[] = {
-        "param",
-        "detach",
-        "requires_grad",
-        "matmul",
-        "sum",
-        "mean",
-        "relu",
-        "sigmoid",
-        "exp",
-        "pow",
-        "backward",
-        "grad",
-        "dist_backward",
-        "dist_grad",
-        "dist_grads_count",
-        "dist_sgd_step",
-        "set_simulate_backward_error",
-        NULL,
-    };
+    const char *const *names = sim_scenario_autograd_builtin_names();
     const char *n = e->u.call.name;
     gboolean known = FALSE;
     for (guint i = 0; names[i] != NULL && !known; i++)

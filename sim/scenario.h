@@ -31,6 +31,8 @@ void sim_scenario_free(ScScenario *sc);
 
 /* Names the language accepts, for `rpcsim list` and the checker. */
 const char *const *sim_scenario_builtin_names(void); /* expression built-ins */
+/* The autograd built-ins among them (a NULL-terminated tail of that list). */
+const char *const *sim_scenario_autograd_builtin_names(void);
 const char *const *sim_scenario_counter_names(void); /* counter … names */
 const char *const *sim_scenario_fired_names(void);   /* fired … names */
 

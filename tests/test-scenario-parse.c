@@ -1009,6 +1009,13 @@ test_names(void)
     g_assert_true(g_strv_contains(b, "remote"));
     g_assert_true(g_strv_contains(b, "rref"));
     g_assert_true(g_strv_contains(b, "collect_all"));
+    /* The autograd ones are the list's last 17, from param to the end. */
+    const char *const *ag = sim_scenario_autograd_builtin_names();
+    g_assert_cmpuint(g_strv_length((char **)ag), ==, 17);
+    g_assert_true(ag == b + n - 17);
+    g_assert_cmpstr(ag[0], ==, "param");
+    g_assert_true(g_strv_contains(ag, "dist_backward"));
+    g_assert_false(g_strv_contains(ag, "rpc_sync"));
     /* each name is a known built-in: the error is about arity, if anything */
     for (guint i = 0; i < n; i++) {
         char *text = g_strdup_printf("on worker0 { %s(1, 2, 3, 4, 5, 6, 7, 8, 9, 10) }", b[i]);
